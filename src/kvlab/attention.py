@@ -1,0 +1,115 @@
+"""Attention kernels used by kvlab's attention function.
+
+Shapes: ``query (B, Hq, q, D)``, ``key/value (B, Hkv, L, D)``, ``key_pos (B, Hkv, L)`` (absolute token
+index, ``-1`` = empty slot), ``query_pos (q,)`` absolute indices of the queries. A query at position
+``p`` may attend a key at position ``k`` iff ``0 <= k <= p`` and, for a sliding-window layer,
+``p - k < window``.
+
+Two paths:
+
+* :func:`sdpa_attention`: the fast exact path when the layout is "everything held is older than
+  the new queries, and the new queries are the last ``q`` keys in order" -- a causal mask aligned
+  to the bottom right. This is the layout of every full-attention layer without empty slots.
+* :func:`masked_attention`: the general exact path (empty slots, sliding windows, soft-capping),
+  computed block by block over queries so no ``q x L`` matrix for all heads is materialised at
+  once. It can also return the attention mass each key received (summed over the queries and the
+  heads of its group), which H2O-style methods accumulate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Elements of one score block in masked_attention (float32): 2^25 = 128 MiB.
+_BLOCK_ELEMS = 1 << 25
+
+
+def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Exact attention for the bottom-right causal layout. Returns ``(B, Hq, q, D)``."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    gqa = query.shape[1] != key.shape[1]
+    if q_len == 1 or q_len == kv_len:
+        return F.scaled_dot_product_attention(
+            query, key, value, is_causal=q_len > 1, scale=scaling, enable_gqa=gqa
+        )
+    # q new tokens after (kv_len - q_len) older ones: causal aligned to the bottom right.
+    offset = kv_len - q_len
+    rows = torch.arange(q_len, device=query.device).unsqueeze(1)
+    cols = torch.arange(kv_len, device=query.device).unsqueeze(0)
+    mask = cols <= rows + offset
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=gqa)
+
+
+def allowed_mask(
+    key_pos: torch.Tensor, query_pos: torch.Tensor, window: int | None
+) -> torch.Tensor:
+    """Boolean ``(B, Hkv, q, L)``: may query ``i`` attend key slot ``j``."""
+    kp = key_pos.unsqueeze(-2)  # (B, Hkv, 1, L)
+    qp = query_pos.view(1, 1, -1, 1)  # (1, 1, q, 1)
+    ok = (kp >= 0) & (kp <= qp)
+    if window is not None:
+        ok &= (qp - kp) < window
+    return ok
+
+
+def masked_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_pos: torch.Tensor,
+    query_pos: torch.Tensor,
+    scaling: float,
+    window: int | None = None,
+    softcap: float | None = None,
+    want_key_mass: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """General exact attention, computed in query blocks.
+
+    Returns ``(output (B, Hq, q, D), key_mass (B, Hkv, L) float32 or None)`` where ``key_mass[b, h, j]``
+    is the sum over the queries and the query heads of group ``h`` of the probability given to slot ``j``.
+    """
+    b, hq, q_len, d = query.shape
+    hkv, kv_len = key.shape[1], key.shape[2]
+    group = hq // hkv
+    out = torch.empty(b, hq, q_len, value.shape[-1], dtype=query.dtype, device=query.device)
+    mass = torch.zeros(b, hkv, kv_len, dtype=torch.float32, device=query.device) if want_key_mass else None
+    qg = query.view(b, hkv, group, q_len, d)
+    kf = key.unsqueeze(2).float().transpose(-1, -2)  # (B, Hkv, 1, D, L)
+    vf = value.unsqueeze(2).float()  # (B, Hkv, 1, L, Dv)
+    block = max(1, min(q_len, _BLOCK_ELEMS // max(1, b * hq * kv_len)))
+    for start in range(0, q_len, block):
+        stop = min(q_len, start + block)
+        scores = torch.matmul(qg[:, :, :, start:stop].float(), kf) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        ok = allowed_mask(key_pos, query_pos[start:stop], window).unsqueeze(2)  # (B, Hkv, 1, qb, L)
+        scores = scores.masked_fill(~ok, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        probs = torch.nan_to_num(probs, nan=0.0)  # a query with no visible key (cannot happen causally)
+        out[:, :, start:stop] = torch.matmul(probs, vf).reshape(b, hq, stop - start, -1).to(out.dtype)
+        if mass is not None:
+            mass += probs.sum(dim=(2, 3))
+    return out, mass
+
+
+def window_attention_probs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    key_pos: torch.Tensor,
+    query_pos: torch.Tensor,
+    scaling: float,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Attention probabilities of a few queries (an observation window) over all held keys.
+
+    Returns float32 ``(B, Hkv, group, w, L)``; masked entries are 0. Used by scorers such as SnapKV
+    and TOVA, whose query windows are short, so the full matrix is small.
+    """
+    b, hq, w, d = query.shape
+    hkv = key.shape[1]
+    qg = query.view(b, hkv, hq // hkv, w, d).float()
+    scores = torch.matmul(qg, key.unsqueeze(2).float().transpose(-1, -2)) * scaling
+    ok = allowed_mask(key_pos, query_pos, window).unsqueeze(2)
+    scores = scores.masked_fill(~ok, float("-inf"))
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)

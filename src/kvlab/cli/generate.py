@@ -1,0 +1,69 @@
+"""``kvlab generate``: one prompt under a method and a budget; prints the answer and its stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load, progress_bar, read_text
+from kvlab.errors import KvlabError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="generate for one prompt under a method and budget",
+        description="Prefill the prompt (chunked, compressed to the budget), then decode. With --question, "
+        "the question is appended after the context is compressed (query-agnostic for prefill-time "
+        "methods); without it the whole prompt is the context.",
+    )
+    add_model_options(p)
+    add_method_options(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="the prompt (context) text")
+    src.add_argument("--file", help="read the context from this UTF-8 file")
+    p.add_argument("--question", help="appended after the compressed context")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="(default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--chat", choices=("template", "none"), default="template",
+                   help="wrap the prompt in the model's chat template, or not (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kvlab.budget import Budget
+    from kvlab.engine import generate
+    from kvlab.methods import get_method
+
+    get_method(args.method), Budget.parse(args.budget)  # fail before loading the model
+    context = read_text(args.file) if args.file else args.prompt
+    if not context.strip():
+        raise KvlabError("the prompt is empty")
+    question = ("\n\n" + args.question) if args.question else None
+    lm = load(args)
+    update, close = progress_bar(0, "prefill")
+    try:
+        result = generate(
+            lm, context, question=question, chat=args.chat, method=args.method, budget=args.budget,
+            chunk_size=args.chunk_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_p=args.top_p, seed=args.seed, stop=args.stop, on_chunk=update,
+        )
+    finally:
+        close()
+    s = result.stats
+    if args.json:
+        print(json.dumps({"text": result.text, "model": lm.name, **s.to_dict()}))
+        return 0
+    print(result.text)
+    per_tok = f"{1000 * s.decode_seconds / s.new_tokens:.1f} ms/tok" if s.new_tokens else "-"
+    share = f"{100 * s.kv_bytes / s.full_kv_bytes:.1f}%" if s.full_kv_bytes else "-"
+    print(
+        f"[{s.method} budget={s.budget} chunk={s.chunk_size}] prompt {s.prompt_tokens} tok, "
+        f"kept {s.kv_tokens:.0f} tok/layer, KV {human_bytes(s.kv_bytes)} of {human_bytes(s.full_kv_bytes)} "
+        f"full ({share}), peak {human_bytes(s.peak_kv_bytes)}; prefill {s.prefill_seconds:.2f} s, "
+        f"decode {s.decode_seconds:.2f} s for {s.new_tokens} tok ({per_tok}), finish={s.finish_reason}"
+    )
+    return 0

@@ -1,0 +1,83 @@
+"""The only place that touches transformers' attention registry.
+
+kvlab registers one attention function under the name ``kvlab`` with
+``transformers.AttentionInterface`` while at least one :func:`kvlab.apply` is active, switches the
+applied model to it, and restores the model's previous implementation on exit. Nothing changes
+at import time; no module is patched; no hook is registered.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kvlab.errors import KvlabError
+
+ATTN_NAME = "kvlab"
+_lock = threading.Lock()
+_active: dict[int, Any] = {}  # id(attention config) -> state
+
+
+def attention_configs(model: Any) -> dict[int, Any]:
+    """The config objects the model's attention modules read ``_attn_implementation`` from."""
+    configs = {}
+    for module in model.modules():
+        if hasattr(module, "layer_idx") and hasattr(module, "config") and hasattr(module, "head_dim"):
+            configs[id(module.config)] = module.config
+    if not configs:
+        raise KvlabError(
+            f"{type(model).__name__} has no attention modules kvlab recognises (modules with layer_idx, "
+            "head_dim and config); kvlab supports Hugging Face decoder-only causal LMs"
+        )
+    return configs
+
+
+def lookup(config: Any) -> Any | None:
+    """The active state for the model an attention module belongs to."""
+    return _active.get(id(config))
+
+
+def activate(model: Any, state: Any, attention_fn: Callable) -> str:
+    """Switch ``model`` to kvlab's attention; return the implementation to restore."""
+    from transformers import AttentionInterface
+
+    configs = attention_configs(model)
+    with _lock:
+        if any(key in _active for key in configs):
+            raise KvlabError("kvlab.apply() is already active on this model; finish that block first")
+        AttentionInterface.register(ATTN_NAME, attention_fn)
+        previous = model.config._attn_implementation or "sdpa"
+        try:
+            model.set_attn_implementation(ATTN_NAME)
+        except Exception:
+            _drop_registration_if_idle()
+            raise
+        for key in configs:
+            _active[key] = state
+    return previous
+
+
+def deactivate(model: Any, previous: str) -> None:
+    """Restore ``previous`` and forget the model's state (also when the body raised)."""
+    configs = attention_configs(model)
+    with _lock:
+        for key in configs:
+            _active.pop(key, None)
+        try:
+            model.set_attn_implementation(previous)
+        finally:
+            _drop_registration_if_idle()
+
+
+def is_registered() -> bool:
+    from transformers import AttentionInterface
+
+    return ATTN_NAME in AttentionInterface._global_mapping
+
+
+def _drop_registration_if_idle() -> None:
+    from transformers import AttentionInterface
+
+    if not _active:
+        AttentionInterface._global_mapping.pop(ATTN_NAME, None)

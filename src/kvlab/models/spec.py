@@ -1,0 +1,104 @@
+"""ModelSpec: the KV geometry of a model, read once from its Hugging Face config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kvlab.errors import KvlabError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What budget arithmetic and the attention mechanism need to know about a model.
+
+    Attributes:
+        name: a label for reports (model id or path).
+        model_type: the HF ``model_type`` (``llama``, ``qwen2`` ...).
+        num_layers, num_heads, num_kv_heads, head_dim: attention geometry.
+        dtype: the dtype the KV cache is stored in (the model's compute dtype).
+        max_positions: the trained context window (``max_position_embeddings``).
+        rope: the ``rope_parameters`` dict (``rope_type``, ``rope_theta``, scaling fields) or {}.
+        sliding_windows: per layer, the sliding-window size or None for full attention.
+    """
+
+    name: str
+    model_type: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: torch.dtype
+    max_positions: int
+    rope: dict[str, Any] = field(default_factory=dict)
+    sliding_windows: tuple[int | None, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Any, dtype: torch.dtype | None = None, name: str | None = None) -> ModelSpec:
+        config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        try:
+            num_layers = int(config.num_hidden_layers)
+            num_heads = int(config.num_attention_heads)
+        except AttributeError as exc:
+            raise KvlabError(
+                f"model type '{getattr(config, 'model_type', '?')}' is not a decoder with standard attention "
+                f"(config has no {exc.name}); kvlab supports Hugging Face causal LMs with multi-head attention"
+            ) from None
+        num_kv_heads = int(getattr(config, "num_key_value_heads", None) or num_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // num_heads)
+        if dtype is None:
+            dtype = getattr(config, "dtype", None) or torch.float32
+            if isinstance(dtype, str):
+                dtype = getattr(torch, dtype)
+        max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        rope = dict(getattr(config, "rope_parameters", None) or {})
+        return cls(
+            name=name or getattr(config, "_name_or_path", "") or config.model_type,
+            model_type=config.model_type,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            dtype=dtype,
+            max_positions=max_positions,
+            rope=rope,
+            sliding_windows=tuple(_sliding_windows(config, num_layers)),
+        )
+
+    @property
+    def dtype_bytes(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> int:
+        """Bytes one token's keys and values take in one layer: 2 * kv_heads * head_dim * dtype bytes."""
+        return 2 * self.num_kv_heads * self.head_dim * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes one token takes across all layers (the full-cache cost of a token)."""
+        return self.num_layers * self.kv_bytes_per_token_per_layer
+
+    def full_cache_bytes(self, num_tokens: int) -> int:
+        """What an uncompressed cache holds for ``num_tokens`` tokens (sliding layers hold their window)."""
+        per_layer = self.kv_bytes_per_token_per_layer
+        total = 0
+        for window in self.sliding_windows or (None,) * self.num_layers:
+            total += per_layer * (num_tokens if window is None else min(num_tokens, window))
+        return total
+
+    @property
+    def gqa_group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+def _sliding_windows(config: Any, num_layers: int) -> list[int | None]:
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return [window if t == "sliding_attention" else None for t in layer_types[:num_layers]]
+    if window and getattr(config, "use_sliding_window", True):
+        return [int(window)] * num_layers
+    return [None] * num_layers
