@@ -188,6 +188,9 @@ class State:
             if dead is not None:
                 ctx.positions = layer.positions.masked_fill(dead, -1)
             index, valid = method.select(ctx, capacity)
+            if valid is not None and not bool(valid.all()):  # drop selected-but-empty slots
+                keep = torch.zeros_like(layer.positions, dtype=torch.bool).scatter_(-1, index, valid)
+                index, valid = mask_to_index(keep)
             layer.keep(index, valid)
             self.evictions += 1
         elif dead is not None:

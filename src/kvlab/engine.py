@@ -310,3 +310,38 @@ def _device_peak(device: torch.device, base: int | None) -> int | None:
     if base is None:
         return None
     return torch.cuda.max_memory_allocated(device) - base
+
+
+def token_logprobs(
+    loaded: LoadedModel,
+    ids: Sequence[int],
+    method: str | Method = "full",
+    budget: str | int | float | Budget | None = None,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Log-probability of each token given the ones before it, under ``method`` and ``budget``.
+
+    The text is fed in chunks of ``chunk_size``; every layer is compressed back to its budget
+    after each chunk, so a token is predicted from what the method kept of the earlier chunks plus
+    the tokens of its own chunk (streaming language modelling). Returns float32 ``(len(ids) - 1,)``
+    where entry ``i`` is ``log p(ids[i + 1] | ids[:i + 1])``.
+    """
+    method = get_method(method)
+    budget = Budget.parse(budget)
+    if len(ids) < 2:
+        raise KvlabError("perplexity needs at least two tokens")
+    spec, model, device = loaded.spec, loaded.model, loaded.device
+    n = len(ids)
+    kept = budget.resolve(spec, n) if method.compresses else n
+    reserve = (max(method.layer_capacities(kept, spec, n)) + chunk_size) if method.compresses else n
+    cache = BudgetCache(spec, reserve=reserve)
+    out = torch.empty(n - 1, dtype=torch.float32)
+    with torch.no_grad(), apply(loaded, method, budget) as state:
+        state.cache, state.phase, state.prompt_tokens = cache, "context", n
+        for start in range(0, n, chunk_size):
+            chunk = ids[start:start + chunk_size]
+            logits = _forward(model, chunk, cache, device, all_logits=True).float()
+            targets = torch.tensor(ids[start + 1:start + 1 + len(chunk)], device=logits.device)
+            logp = torch.log_softmax(logits[: len(targets)], dim=-1).gather(-1, targets.unsqueeze(-1))[:, 0]
+            out[start:start + len(targets)] = logp.cpu()
+    return out
