@@ -142,7 +142,12 @@ class State:
         softcap = kwargs.get("softcap")
         needs_mass = self.method.needs_attention_weights
         key_mass = None
-        if needs_mass or softcap is not None or layer.has_holes or _window_binds(layer, window, q_len):
+        pattern = None
+        if self.phase == "context" and q_len > 1:
+            pattern = self.method.prefill_pattern(self._context(layer_idx, layer, query, query_pos, scaling, window))
+        if pattern is not None:
+            out = pattern.attend(query, key, value, layer.positions, query_pos, scaling, window)
+        elif needs_mass or softcap is not None or layer.has_holes or _window_binds(layer, window, q_len):
             out, key_mass = masked_attention(
                 query, key, value, layer.positions, query_pos, scaling, window, softcap, want_key_mass=needs_mass
             )
@@ -166,16 +171,20 @@ class State:
             self.phase = "append"
         return layer
 
-    def _after_attention(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
-        method = self.method
-        foreign_sliding = isinstance(layer, ForeignLayer) and layer.sliding_window is not None
-        evict = method.compresses and (self.phase == "context" or method.evicts_during_decode)
-        capacity = self.capacity(layer_idx, layer.seen) if method.compresses else layer.length
-        ctx = LayerContext(
+    def _context(self, layer_idx, layer, query, query_pos, scaling, window, key_mass=None) -> LayerContext:
+        capacity = self.capacity(layer_idx, layer.seen) if self.method.compresses else layer.length
+        return LayerContext(
             layer_idx=layer_idx, spec=self.spec, query=query, query_pos=query_pos, keys=layer.keys,
             values=layer.values, positions=layer.positions, scaling=scaling, window=window,
             phase=self.phase, layer=layer, capacity=capacity, key_mass=key_mass,
         )
+
+    def _after_attention(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
+        method = self.method
+        foreign_sliding = isinstance(layer, ForeignLayer) and layer.sliding_window is not None
+        evict = method.compresses and (self.phase == "context" or method.evicts_during_decode)
+        ctx = self._context(layer_idx, layer, query, query_pos, scaling, window, key_mass)
+        capacity = ctx.capacity
         method.observe(ctx)
         if foreign_sliding:
             return  # the DynamicSlidingWindowLayer trims itself; kvlab only observes

@@ -17,6 +17,9 @@ Hooks (all optional except ``score`` for scorer-based eviction):
 * ``score(ctx) -> (B, Hkv, L)``: higher = keep.
 * ``protected(ctx) -> (B, Hkv, L) bool``: slots kept regardless of score (sinks, recent window).
 * ``select(ctx, capacity)``: which slots to keep; default top-``capacity`` per KV head.
+* ``prefill_pattern(ctx)``: a sparse attention pattern for the prompt's queries (sparse-prefill
+  methods such as A-shape, LM-Infinite, MInference); None = dense. ``ctx.key_mass`` is None and
+  nothing has been evicted yet when it is called.
 
 Methods hold no per-request state: statistics live in the cache (``ctx.extra(name)``), so one
 method instance serves concurrent requests.
@@ -114,6 +117,14 @@ class Method:
 
     def observe(self, ctx: LayerContext) -> None:
         """Update per-token statistics (called after every attention call)."""
+
+    def prefill_pattern(self, ctx: LayerContext) -> Any | None:
+        """A sparse pattern for this forward's queries while the prompt is prefilled, or None (dense).
+
+        The object must have ``attend(query, key, value, key_pos, query_pos, scaling, window)``
+        returning ``(B, Hq, q, D)``; kvlab calls it instead of dense attention.
+        """
+        return None
 
     def score(self, ctx: LayerContext) -> torch.Tensor:
         """``(B, Hkv, L)`` importance of each held slot; higher is kept."""
