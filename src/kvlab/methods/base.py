@@ -3,6 +3,8 @@
 A method is a frozen dataclass whose fields are its paper's hyperparameters (with the paper's
 defaults) and whose class flags tell the engine what to do:
 
+* ``kind``: ``"baseline"``, ``"eviction"`` (keeps a subset of the KV), ``"sparse_prefill"`` (approximate
+  prefill attention, full cache) ...: what the method changes, so tests and reports can group them.
 * ``phase``: ``"none"`` (never evicts), ``"prefill"`` (compresses the prompt, to budget after every
   prefill chunk; generated tokens are then appended) or ``"prefill+decode"`` (also evicts while
   decoding, so the cache stays at the budget every step).
@@ -97,6 +99,7 @@ class Method:
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    kind: ClassVar[str] = "eviction"
     phase: ClassVar[str] = "prefill"
     query_aware: ClassVar[bool] = False
     needs_attention_weights: ClassVar[bool] = False

@@ -15,5 +15,6 @@ class FullCache(Method):
 
     name = "full"
     family = "baseline"
+    kind = "baseline"
     phase = "none"
     paper = "(baseline: no compression)"

@@ -1,0 +1,62 @@
+"""CLI errors: one clear line, exit status 2, no traceback; listings cover the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kvlab.methods import METHODS
+
+
+def kvlab(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvlab.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("generate", "--method", "snapk", "--prompt", "x"), "Did you mean 'snapkv'?"),
+    (("generate", "--budget", "12q", "--prompt", "x"), "cannot parse budget '12q'"),
+    (("generate", "--file", "/no/such/file.txt"), "no such file: /no/such/file.txt"),
+    (("generate", "--model", "defualt", "--prompt", "x"), "Did you mean 'default'?"),
+    (("generate", "--method", "snapkv:window=3", "--prompt", "x"), "bad parameter 'window=3'"),
+])
+def test_user_errors_are_one_line_exit_2(args, needle):
+    result = kvlab(*args)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ls_methods_lists_the_registry_with_flags():
+    out = kvlab("ls", "methods").stdout
+    for name, cls in METHODS.items():
+        line = next(row for row in out.splitlines() if row.split()[0] == name)
+        assert cls.phase in line and cls.paper.split(",")[0] in line
+
+
+def test_help_explains():
+    out = kvlab("generate", "--help").stdout
+    assert "--budget" in out and "25%" in out and "--chunk-size" in out and "--question" in out
+
+
+@pytest.mark.slow
+def test_prompt_longer_than_the_window(tmp_path):
+    doc = tmp_path / "long.txt"
+    doc.write_text("All work and no play makes Jack a dull boy. " * 1200)
+    result = kvlab("generate", "--file", str(doc), "--method", "snapkv", "--budget", "25%")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "window of 8192 positions" in result.stderr
+
+
+@pytest.mark.slow
+def test_generate_json_reports_the_stats():
+    result = kvlab("generate", "--prompt", "Name three colours.", "--max-new-tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("text", "method", "budget", "prompt_tokens", "kv_tokens", "kv_bytes", "peak_kv_bytes",
+                "full_kv_bytes", "prefill_seconds", "decode_seconds", "new_tokens"):
+        assert key in data
+    assert data["method"] == "full" and data["kv_bytes"] == data["full_kv_bytes"]
