@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from kvlab.attention import masked_attention, sdpa_attention
+from kvlab.attention import decode_attention, masked_attention, sdpa_attention
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache, KVLayer
 from kvlab.errors import KvlabError
@@ -138,8 +138,13 @@ class State:
         window = kwargs["sliding_window"] if "sliding_window" in kwargs else self.spec.sliding_windows[layer_idx]
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         layer = self._layer(layer_idx, key, value, q_len, window)
-        query_pos = torch.arange(layer.seen - q_len, layer.seen, device=query.device)
         softcap = kwargs.get("softcap")
+        if getattr(layer, "static", False):
+            query_pos = (layer.seen_t - 1).view(1)
+            out, key_mass = decode_attention(query, key, value, layer.positions, query_pos, scaling, window, softcap)
+            self._after_static_step(layer_idx, layer, query, query_pos, scaling, window, key_mass)
+            return out.transpose(1, 2).contiguous(), None
+        query_pos = torch.arange(layer.seen - q_len, layer.seen, device=query.device)
         needs_mass = self.method.needs_attention_weights
         key_mass = None
         pattern = None
@@ -204,6 +209,38 @@ class State:
             self.evictions += 1
         elif dead is not None:
             layer.keep(*mask_to_index(~dead & (layer.positions >= 0)))
+
+
+    def _after_static_step(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
+        """Fixed-capacity decoding: decode-time methods free one slot per step (no host syncs).
+
+        The layer holds ``budget + 1`` slots; the step's token went into the free slot, and the
+        lowest-scored unprotected token's slot (an empty or out-of-window slot first) becomes free.
+        Sliding-window layers of other methods reuse the slot of a token that fell out of the window.
+        """
+        method = self.method
+        evicts = method.compresses and method.evicts_during_decode
+        ctx = LayerContext(
+            layer_idx=layer_idx, spec=self.spec, query=query, query_pos=query_pos, keys=layer.keys,
+            values=layer.values, positions=layer.positions, scaling=scaling, window=window, phase=self.phase,
+            layer=layer, capacity=layer.length - 1 if evicts else layer.length, key_mass=key_mass,
+        )
+        method.observe(ctx)
+        if not evicts and window is None:
+            return
+        usable = layer.positions >= 0
+        if window is not None:  # out-of-window tokens are dead: their slots are reused first
+            usable &= layer.positions > ctx.newest - window + 1
+        if evicts:
+            ranked = method.score(ctx).float()
+            protected = method.protected(ctx)
+            if protected is not None:
+                ranked = ranked.masked_fill(protected, float("inf"))
+        else:  # only free dead or empty slots (a non-evicting layer always has an empty one)
+            ranked = torch.full(layer.positions.shape, float("inf"), device=layer.positions.device)
+        victim = ranked.masked_fill(~usable, float("-inf")).argmin(dim=-1)  # (B, Hkv)
+        layer.positions.scatter_(-1, victim.unsqueeze(-1), -1)
+        layer.free.copy_(victim)
 
 
 def _window_binds(layer, window: int | None, q_len: int) -> bool:

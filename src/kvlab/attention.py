@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Elements of one score block in masked_attention (float32): 2^25 = 128 MiB.
-_BLOCK_ELEMS = 1 << 25
+# Elements of one score block in masked_attention (float32): 2^22 = 16 MiB, cache-friendly on CPU.
+_BLOCK_ELEMS = 1 << 22
 
 
 def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -66,31 +66,65 @@ def masked_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """General exact attention, computed in query blocks.
 
+    The last ``q`` key slots must be the queries' own tokens, in order (the cache appends each
+    forward's tokens at the end), so a block of queries never needs the slots after its last query.
     Returns ``(output (B, Hq, q, D), key_mass (B, Hkv, L) float32 or None)`` where ``key_mass[b, h, j]``
     is the sum over the queries and the query heads of group ``h`` of the probability given to slot ``j``.
     """
     b, hq, q_len, d = query.shape
     hkv, kv_len = key.shape[1], key.shape[2]
     group = hq // hkv
+    older = kv_len - q_len  # slots held before this forward
     out = torch.empty(b, hq, q_len, value.shape[-1], dtype=query.dtype, device=query.device)
     mass = torch.zeros(b, hkv, kv_len, dtype=torch.float32, device=query.device) if want_key_mass else None
     qg = query.view(b, hkv, group, q_len, d)
-    kf = key.unsqueeze(2).float().transpose(-1, -2)  # (B, Hkv, 1, D, L)
+    kt = key.unsqueeze(2).float().transpose(-1, -2)  # (B, Hkv, 1, D, L)
     vf = value.unsqueeze(2).float()  # (B, Hkv, 1, L, Dv)
     block = max(1, min(q_len, _BLOCK_ELEMS // max(1, b * hq * kv_len)))
     for start in range(0, q_len, block):
         stop = min(q_len, start + block)
-        scores = torch.matmul(qg[:, :, :, start:stop].float(), kf) * scaling
+        visible = older + stop  # later slots hold tokens after this block's queries
+        scores = torch.matmul(qg[:, :, :, start:stop].float(), kt[..., :visible])
+        scores.mul_(scaling)
         if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
-        ok = allowed_mask(key_pos, query_pos[start:stop], window).unsqueeze(2)  # (B, Hkv, 1, qb, L)
-        scores = scores.masked_fill(~ok, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        probs = torch.nan_to_num(probs, nan=0.0)  # a query with no visible key (cannot happen causally)
-        out[:, :, start:stop] = torch.matmul(probs, vf).reshape(b, hq, stop - start, -1).to(out.dtype)
+            scores = torch.tanh(scores / softcap).mul_(softcap)
+        ok = allowed_mask(key_pos[..., :visible], query_pos[start:stop], window).unsqueeze(2)  # (B, Hkv, 1, qb, L)
+        scores.masked_fill_(~ok, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)  # every query sees at least its own token
+        out[:, :, start:stop] = torch.matmul(probs, vf[:, :, :, :visible]).reshape(b, hq, stop - start, -1)
         if mass is not None:
-            mass += probs.sum(dim=(2, 3))
+            mass[..., :visible] += probs.sum(dim=(2, 3))
     return out, mass
+
+
+def decode_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_pos: torch.Tensor,
+    query_pos: torch.Tensor,
+    scaling: float,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of one new token per sequence over a fixed-size cache that may have empty slots.
+
+    No host syncs and no data-dependent shapes, so a decoding step built on it can be captured in
+    a CUDA graph. ``query (B, Hq, 1, D)``, ``query_pos (1,)`` a device tensor. Returns
+    ``(output (B, Hq, 1, D), key_mass (B, Hkv, L) float32)`` -- the probabilities each slot received,
+    summed over the heads of its group (what H2O accumulates and TOVA ranks).
+    """
+    b, hq, q_len, d = query.shape
+    hkv = key.shape[1]
+    qg = query.reshape(b, hkv, (hq // hkv) * q_len, d)
+    scores = torch.matmul(qg, key.transpose(-1, -2)).float().mul_(scaling)  # (B, Hkv, G, L)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap).mul_(softcap)
+    ok = allowed_mask(key_pos, query_pos, window).squeeze(2).unsqueeze(2)  # (B, Hkv, 1, L)
+    scores.masked_fill_(~ok, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs.to(value.dtype), value).reshape(b, hq, q_len, value.shape[-1])
+    return out, probs.sum(dim=2)
 
 
 def window_attention_probs(

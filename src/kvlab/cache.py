@@ -60,6 +60,9 @@ class KVLayer(CacheLayerMixin):
         self.length = 0
         self.seen = 0
         self.has_holes = False  # some slots are empty (positions == -1)
+        self.static = False  # fixed-capacity decoding: see make_static()
+        self.free: torch.Tensor | None = None  # static mode: (B, H) slot the next token goes to
+        self.seen_t: torch.Tensor | None = None  # static mode: ``seen`` as a device tensor
         self.positions: torch.Tensor | None = None
         self.extras: dict[str, torch.Tensor] = {}
         self._k: torch.Tensor | None = None
@@ -76,6 +79,8 @@ class KVLayer(CacheLayerMixin):
         """Append ``key_states``/``value_states`` ``(batch, kv_heads, q, head_dim)``; return all held."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.static:
+            return self._update_static(key_states, value_states)
         b, h, q, d = key_states.shape
         dv = value_states.shape[-1]
         self._ensure_capacity(b, h, d, dv, self.length + q, key_states.dtype, key_states.device)
@@ -169,6 +174,47 @@ class KVLayer(CacheLayerMixin):
         self.meter.add((k - self.length) * self.slot_bytes)
         self.length = k
         self._refresh_views()
+
+    # --- fixed-capacity decoding (capturable: no host syncs, no shape changes) ----------------
+    def make_static(self, extra: int) -> None:
+        """Switch to fixed-capacity decoding with ``extra`` empty slots after the held ones.
+
+        Each new token is written into the slot ``free`` points at; the buffers never change shape,
+        so a decoding step can be captured (CUDA graphs). Non-evicting methods advance ``free``; a
+        decode-time method sets it to the slot it evicts (:func:`kvlab.apply.State`).
+        """
+        assert not self.static and self.is_initialized
+        b, h, _, d = self._k.shape
+        self._ensure_capacity(b, h, d, self._v.shape[-1], self.length + extra, self._k.dtype, self._k.device)
+        cap = self.length + extra
+        self._pos[:, :, self.length:cap] = -1
+        self._k[:, :, self.length:cap] = 0  # masked slots must not hold NaN garbage (0 * NaN = NaN)
+        self._v[:, :, self.length:cap] = 0
+        for buf in self._extras.values():
+            buf[:, :, self.length:cap] = 0
+        self.free = torch.full((b, h), self.length, dtype=torch.long, device=self._pos.device)
+        self.seen_t = torch.tensor(self.seen, dtype=torch.long, device=self._pos.device)
+        self.static = True
+        self.length = cap
+        self._refresh_views()
+
+    def _update_static(self, key_states: torch.Tensor, value_states: torch.Tensor):
+        b, h, q, d = key_states.shape
+        assert q == 1, "static mode decodes one token at a time"
+        slot = self.free.view(b, h, 1)
+        self._k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), key_states)
+        self._v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, value_states.shape[-1]), value_states)
+        self._pos.scatter_(2, slot, self.seen_t.expand(b, h, 1))
+        for buf in self._extras.values():
+            buf.scatter_(2, slot, 0.0)
+        self.seen_t += 1
+        self.free += 1
+        self.seen += 1
+        return self.keys, self.values
+
+    def valid_slots(self) -> int:
+        """Slots holding a token (host sync; for accounting outside the decoding loop)."""
+        return int((self.positions >= 0).sum(-1).max()) if self.length else 0
 
     def clone(self, meter: KVMeter) -> KVLayer:
         """A deep copy holding the same tokens (for reusing a prefilled context)."""

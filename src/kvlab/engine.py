@@ -24,6 +24,7 @@ import torch
 from kvlab.apply import apply
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache
+from kvlab.decoding import make_step
 from kvlab.errors import KvlabError, PromptTooLongError
 from kvlab.methods import Method, get_method
 from kvlab.models.loading import LoadedModel
@@ -180,13 +181,15 @@ def continue_generation(
     copy: bool = False,
     on_text: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    decode: str = "auto",
 ) -> Generation:
     """Append ``suffix_ids`` to a prefilled context and decode.
 
     With ``copy=True`` the prefilled cache is cloned first and stays reusable. Prefill-time methods
     keep the suffix and generated tokens; decode-time methods keep evicting to the budget.
     ``on_text`` receives text deltas as they become safe to show (streaming); ``should_stop()`` is
-    polled every step (a disconnected client).
+    polled every step (a disconnected client). ``decode`` picks how steps run (see
+    :mod:`kvlab.decoding`): ``auto`` = CUDA graphs on a GPU, eager on CPU.
     """
     loaded, method = prefilled.loaded, prefilled.method
     model, device, spec = loaded.model, loaded.device, loaded.spec
@@ -210,6 +213,7 @@ def continue_generation(
         kv_tokens = _mean(cache.tokens_per_layer())
         kv_bytes = cache.bytes_held
         start = time.perf_counter()
+        step_fn = make_step(decode, model, cache, device, state, sampling.max_new_tokens)
         for step in range(sampling.max_new_tokens):
             token = sampler(logits)
             if token in eos:
@@ -226,9 +230,10 @@ def continue_generation(
                 finish = "cancelled"
                 break
             if step + 1 < sampling.max_new_tokens:
-                logits = _forward(model, [token], cache, device)[-1]
+                logits = step_fn(token)
         _sync(device)
         decode_seconds = time.perf_counter() - start
+        step_fn.finish()
     tail = assembler.flush() if not assembler.stopped else ""
     if tail and on_text:
         on_text(tail)
@@ -261,6 +266,7 @@ def generate(
     on_text: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    decode: str = "auto",
 ) -> Generation:
     """Generate under ``method`` and ``budget``: the context is compressed before the question is seen.
 
@@ -281,7 +287,7 @@ def generate(
     prefilled = prefill_context(loaded, rendered.context_ids, method, budget, chunk_size,
                                 reserve_extra=extra, on_chunk=on_chunk)
     return continue_generation(prefilled, rendered.suffix_ids, sampling, on_text=on_text,
-                               should_stop=should_stop)
+                               should_stop=should_stop, decode=decode)
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -77,9 +77,9 @@ class LayerContext:
         return self.positions >= 0
 
     @property
-    def newest(self) -> int:
-        """Absolute position of the most recent token."""
-        return int(self.query_pos[-1])
+    def newest(self) -> torch.Tensor:
+        """Absolute position of the most recent token (a 0-dim tensor: no host sync)."""
+        return self.query_pos[-1]
 
     def extra(self, name: str) -> torch.Tensor:
         """A per-slot statistic ``(B, Hkv, L)`` float32 kept in the cache (zeros for new slots)."""

@@ -29,8 +29,11 @@ class TOVA(Method):
     url = "https://arxiv.org/abs/2401.06104"
 
     def score(self, ctx: LayerContext) -> torch.Tensor:
-        probs = ctx.last_queries_probs(1)  # (B, Hkv, group, 1, L)
-        layer_mean = probs.mean(dim=(1, 2, 3))  # (B, L)
+        if ctx.key_mass is not None and ctx.query.shape[2] == 1:  # a decoding step already has them
+            layer_mean = ctx.key_mass.sum(dim=1) / ctx.query.shape[1]  # (B, L)
+        else:
+            probs = ctx.last_queries_probs(1)  # (B, Hkv, group, 1, L)
+            layer_mean = probs.mean(dim=(1, 2, 3))  # (B, L)
         return layer_mean.unsqueeze(1).expand(-1, ctx.keys.shape[1], -1)
 
     def protected(self, ctx: LayerContext) -> torch.Tensor:

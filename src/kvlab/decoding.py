@@ -1,0 +1,145 @@
+"""Decoding steps: one token in, next-token logits out, under the active method and budget.
+
+Three ways to run a step, same results:
+
+* ``eager``: the model's forward on the growing/evicting :class:`~kvlab.cache.BudgetCache` (any
+  device; decode-time methods re-select their slots with top-k every step).
+* ``static``: the cache is switched to fixed capacity (:meth:`KVLayer.make_static`): each token goes
+  into a free slot, decode-time methods free one slot per step with an arg-min, attention masks
+  empty slots -- no shape changes and no host syncs inside the step.
+* ``graph`` (CUDA): the static step captured once in a CUDA graph and replayed, which removes the
+  ~1,500 kernel launches per token that make eager decoding launch-bound on a GPU.
+
+A static cache keeps, for decode-time methods, the budget resolved at the end of generation (a
+ratio budget therefore does not grow step by step as in eager mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kvlab.cache import BudgetCache
+from kvlab.errors import KvlabError
+
+DECODE_MODES = ("auto", "eager", "static", "graph")
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    if mode not in DECODE_MODES:
+        raise KvlabError(f"unknown decode mode '{mode}'; use one of {', '.join(DECODE_MODES)}")
+    if mode == "auto":
+        return "graph" if device.type == "cuda" else "eager"
+    if mode == "graph" and device.type != "cuda":
+        raise KvlabError("decode mode 'graph' needs a CUDA device; use 'static' or 'eager' on CPU")
+    return mode
+
+
+class EagerStep:
+    """The model's forward for one token on the dynamic budgeted cache."""
+
+    def __init__(self, model: Any, cache: BudgetCache, device: torch.device):
+        self.model, self.cache, self.device = model, cache, device
+
+    def __call__(self, token: int) -> torch.Tensor:
+        ids = torch.tensor([[token]], device=self.device)
+        pos = torch.tensor([[self.cache.get_seq_length()]], device=self.device)
+        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[0, -1]
+
+    def finish(self) -> None:
+        """Account what the cache holds (the dynamic cache meters itself)."""
+
+
+class StaticStep:
+    """A fixed-shape decoding step over a static cache (see the module docstring)."""
+
+    def __init__(self, model: Any, cache: BudgetCache, device: torch.device, state: Any, max_new_tokens: int):
+        self.model, self.cache, self.device = model, cache, device
+        method = state.method
+        self.evicts = method.compresses and method.evicts_during_decode
+        end = cache.get_seq_length() + max_new_tokens
+        for idx, layer in enumerate(cache.layers):
+            if self.evicts:
+                room = max(0, min(state.capacity(idx, end), layer.length + max_new_tokens) - layer.length)
+                layer.make_static(room + 1)  # the budget plus the slot the next token goes to
+            else:
+                layer.make_static(max_new_tokens)
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.next_pos = cache.get_seq_length()
+
+    def forward(self) -> torch.Tensor:
+        out = self.model(input_ids=self.ids, position_ids=self.pos, past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[0, -1]
+
+    def __call__(self, token: int) -> torch.Tensor:
+        self.ids.fill_(token)
+        self.pos.fill_(self.next_pos)
+        self.next_pos += 1
+        return self.forward()
+
+    def finish(self) -> None:
+        """Meter the bytes held after static decoding (the step itself never syncs to count them)."""
+        meter = self.cache.meter
+        held = sum(layer.valid_slots() * layer.slot_bytes for layer in self.cache.layers)
+        transient = sum(layer.slot_bytes for layer in self.cache.layers) if self.evicts else 0
+        meter.add(held - meter.held)
+        meter.peak = max(meter.peak, held + transient)
+
+
+class GraphStep(StaticStep):
+    """The static step captured in a CUDA graph on first use, then replayed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None
+
+    def __call__(self, token: int) -> torch.Tensor:
+        self.ids.fill_(token)
+        self.pos.fill_(self.next_pos)
+        self.next_pos += 1
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.logits
+
+    def _capture(self) -> None:
+        # Warm up (cuBLAS handles, allocator) on a side stream, then undo what the warm-up step did to
+        # the cache bookkeeping: it wrote the token into the free slot (harmless, rewritten by the
+        # first replay) and, for decode-time methods, evicted a slot and counted one more token.
+        snapshot = [(lay._pos.clone(), lay.free.clone(), lay.seen_t.clone(), lay.seen,
+                     {n: t.clone() for n, t in lay._extras.items()}) for lay in self.cache.layers]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.forward()
+        torch.cuda.current_stream().wait_stream(stream)
+        self._restore(snapshot)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self.forward()
+        self._restore(snapshot)  # capture ran the Python side once (host counters)
+
+    def _restore(self, snapshot) -> None:
+        for layer, (pos, free, seen_t, seen, extras) in zip(self.cache.layers, snapshot):
+            layer._pos.copy_(pos)
+            layer.free.copy_(free)
+            layer.seen_t.copy_(seen_t)
+            layer.seen = seen
+            for name, t in extras.items():
+                layer._extras[name].copy_(t)
+
+
+def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, state: Any,
+              max_new_tokens: int):
+    mode = resolve_mode(mode, device)
+    if mode == "eager":
+        return EagerStep(model, cache, device)
+    if mode == "static":
+        return StaticStep(model, cache, device, state, max_new_tokens)
+    return GraphStep(model, cache, device, state, max_new_tokens)

@@ -1,0 +1,73 @@
+"""Static (capturable) decoding gives the eager path's tokens and keeps the budget; CUDA graphs on GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_ids
+from method_matrix import METHOD_CASES
+
+from kvlab.apply import apply
+from kvlab.decoding import make_step
+from kvlab.engine import continue_generation, prefill_context
+from kvlab.errors import KvlabError
+from kvlab.methods import get_method
+from kvlab.sampling import SamplingParams
+
+EXACT = [n for n in METHOD_CASES if get_method(n).kind != "sparse_prefill"]
+
+
+def run(lm, name, mode, budget=30, new=16):
+    m = get_method(name, **METHOD_CASES[name])
+    prefilled = prefill_context(lm, random_ids(70, seed=31), m, budget, 16)
+    out = continue_generation(prefilled, random_ids(3, seed=32), SamplingParams(max_new_tokens=new), decode=mode)
+    return out, prefilled.cache
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_static_decoding_matches_eager(tiny, name):
+    eager, _ = run(tiny, name, "eager")
+    static, _ = run(tiny, name, "static")
+    assert static.token_ids == eager.token_ids
+
+
+@pytest.mark.parametrize("name", [n for n in EXACT if get_method(n).evicts_during_decode])
+def test_static_decoding_holds_the_budget(tiny_llama, name):
+    out, cache = run(tiny_llama, name, "static", budget=30, new=24)
+    assert out.stats.new_tokens == 24
+    assert [layer.valid_slots() for layer in cache.layers] == [30] * tiny_llama.spec.num_layers
+    assert all(layer.length == 31 for layer in cache.layers)  # the budget plus the free slot
+
+
+@pytest.mark.parametrize("name", ["full", "h2o", "tova", "streaming_llm", "adakv"])
+def test_static_step_is_capturable(tiny_llama, name):
+    """No host sync and no data-dependent Python inside the step: dynamo traces it as one graph."""
+    prefilled = prefill_context(tiny_llama, random_ids(70, seed=33), name, 30, 16)
+    with torch.no_grad(), apply(tiny_llama, name, 30) as state:
+        state.cache, state.phase, state.prompt_tokens = prefilled.cache, "append", 70
+        step = make_step("static", tiny_llama.model, prefilled.cache, tiny_llama.device, state, 8)
+        step.ids.fill_(5)
+        step.pos.fill_(70)
+        torch._dynamo.reset()
+        logits = torch.compile(step.forward, fullgraph=True, backend="eager")()
+    assert logits.shape == (tiny_llama.model.config.vocab_size,) and torch.isfinite(logits).all()
+
+
+def test_graph_mode_needs_cuda(tiny_llama):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(KvlabError, match="CUDA"):
+        run(tiny_llama, "full", "graph")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["full", "snapkv", "h2o", "streaming_llm"])
+def test_cuda_graph_decoding_matches_eager(name):
+    from conftest import make_tiny
+
+    lm = make_tiny("llama")
+    lm.model.to("cuda")
+    eager, _ = run(lm, name, "eager")
+    graph, _ = run(lm, name, "graph")
+    assert graph.token_ids == eager.token_ids
