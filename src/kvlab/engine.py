@@ -270,8 +270,9 @@ def generate(
 ) -> Generation:
     """Generate under ``method`` and ``budget``: the context is compressed before the question is seen.
 
-    ``prompt`` is the context text (with ``question`` appended after compression), a
-    :class:`PromptParts`, or an already rendered prompt. Returns text and :class:`GenerationStats`.
+    ``prompt`` is the context text (with ``question`` appended after compression, on a paragraph of
+    its own), a :class:`PromptParts`, or an already rendered prompt. Returns text and
+    :class:`GenerationStats`.
     """
     method = get_method(method)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -279,8 +280,12 @@ def generate(
     if isinstance(prompt, RenderedPrompt):
         rendered = prompt
     else:
-        parts = prompt if isinstance(prompt, PromptParts) else PromptParts(
-            context=prompt, question=question or "", answer_prefix=answer_prefix)
+        if isinstance(prompt, PromptParts):
+            parts = prompt
+        else:
+            if question and prompt[-1:].strip() and question[:1].strip():
+                question = "\n\n" + question  # keep the question a paragraph of its own
+            parts = PromptParts(context=prompt, question=question or "", answer_prefix=answer_prefix)
         rendered = render(loaded.tokenizer, parts, chat)
     check_fits(loaded, rendered.num_tokens, max_new_tokens, method)
     extra = len(rendered.suffix_ids) + (max_new_tokens if not method.evicts_during_decode else 1)

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chat", choices=("template", "none"), default="template",
                    help="wrap the prompt in the model's chat template, or not (default: %(default)s)")
+    p.add_argument("--decode", choices=("auto", "eager", "static", "graph"), default="auto",
+                   help="decoding steps: eager, static (fixed-capacity cache), graph (static + CUDA graphs); "
+                   "auto = graph on CUDA, eager on CPU (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -42,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
     context = read_text(args.file) if args.file else args.prompt
     if not context.strip():
         raise KvlabError("the prompt is empty")
-    question = ("\n\n" + args.question) if args.question else None
+    question = args.question or None
     lm = load(args)
     update, close = progress_bar(0, "prefill")
     try:
         result = generate(
             lm, context, question=question, chat=args.chat, method=args.method, budget=args.budget,
             chunk_size=args.chunk_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_p=args.top_p, seed=args.seed, stop=args.stop, on_chunk=update,
+            top_p=args.top_p, seed=args.seed, stop=args.stop, on_chunk=update, decode=args.decode,
         )
     finally:
         close()
