@@ -1,56 +1,14 @@
-"""Shared fixtures: tiny random-weight models built from configs, and the embedded model.
-
-Tiny models cover the architectures kvlab must handle: Llama (GQA), Qwen2 (attention bias),
-Mistral (sliding window on every layer) and a Gemma-3-like model (alternating sliding and full
-layers, query/key norms). They run in milliseconds on CPU.
-"""
+"""Shared fixtures. Helpers (tiny models, random ids) live in ``tinymodels.py``: import them from there,
+because several directories have a ``conftest.py`` and pytest swaps the module named ``conftest``."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
+from tinymodels import ARCHS, make_tiny
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-TINY = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-
-
-def tiny_config(arch: str):
-    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
-
-    if arch == "llama":
-        return LlamaConfig(**TINY, head_dim=16)
-    if arch == "qwen2":
-        return Qwen2Config(**TINY)
-    if arch == "mistral":
-        return MistralConfig(**TINY, head_dim=16, sliding_window=24)
-    if arch == "gemma3":
-        return Gemma3TextConfig(
-            **{**TINY, "num_hidden_layers": 4}, head_dim=16, sliding_window=24,
-            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-            query_pre_attn_scalar=16, attn_logit_softcapping=None, final_logit_softcapping=None,
-        )
-    raise ValueError(arch)
-
-
-ARCHS = ("llama", "qwen2", "mistral", "gemma3")
-
-
-def make_tiny(arch: str, seed: int = 0):
-    """A LoadedModel around a random-weight tiny model of ``arch`` (no tokenizer)."""
-    from transformers import AutoModelForCausalLM
-
-    from kvlab.models.loading import LoadedModel
-    from kvlab.models.spec import ModelSpec
-
-    torch.manual_seed(seed)
-    config = tiny_config(arch)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name=f"tiny-{arch}")
-    return LoadedModel(model=model, tokenizer=None, spec=spec, name=f"tiny-{arch}", source="test")
 
 
 @pytest.fixture(scope="session", params=ARCHS)
@@ -69,8 +27,3 @@ def embedded():
     from kvlab.models import load_model
 
     return load_model("default", device="cpu")
-
-
-def random_ids(n: int, vocab: int = TINY["vocab_size"], seed: int = 0) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (n,), generator=g).tolist()

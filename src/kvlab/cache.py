@@ -216,14 +216,21 @@ class KVLayer(CacheLayerMixin):
         """Slots holding a token (host sync; for accounting outside the decoding loop)."""
         return int((self.positions >= 0).sum(-1).max()) if self.length else 0
 
-    def clone(self, meter: KVMeter) -> KVLayer:
-        """A deep copy holding the same tokens (for reusing a prefilled context)."""
-        other = KVLayer(self.sliding_window, reserve=self.reserve, meter=meter)
+    def clone(self, meter: KVMeter, spare: int | None = None) -> KVLayer:
+        """A deep copy holding the same tokens (for reusing a prefilled context).
+
+        ``spare``: free slots the copy has after its tokens; None keeps this layer's capacity, 0 gives
+        the smallest copy (to store a prefilled context without its prefill slack).
+        """
+        assert not self.static, "a static (decoding) layer is not cloned"
+        other = KVLayer(self.sliding_window, reserve=self.reserve if spare is None else 0, meter=meter)
         other.length, other.seen, other.has_holes = self.length, self.seen, self.has_holes
         if self.is_initialized:
+            cap = self._k.shape[2] if spare is None else self.length + spare
             other.dtype, other.device, other.is_initialized = self.dtype, self.device, True
-            other._k, other._v, other._pos = self._k.clone(), self._v.clone(), self._pos.clone()
-            other._extras = {n: t.clone() for n, t in self._extras.items()}
+            other._k, other._v = self._k[:, :, :cap].clone(), self._v[:, :, :cap].clone()
+            other._pos = self._pos[:, :, :cap].clone()
+            other._extras = {n: t[:, :, :cap].clone() for n, t in self._extras.items()}
             meter.add(other.bytes_held)
         other._refresh_views()
         return other
@@ -288,11 +295,14 @@ class BudgetCache(Cache):
         """Mean valid tokens per KV head, for each layer."""
         return [float(layer.tokens_held().float().mean()) if layer.length else 0.0 for layer in self.layers]
 
-    def clone(self) -> BudgetCache:
-        """A deep copy (the original stays untouched when the copy is extended)."""
+    def clone(self, spare: int | None = None) -> BudgetCache:
+        """A deep copy (the original stays untouched when the copy is extended).
+
+        ``spare``: free slots per layer after the held tokens (None: the same capacity as here).
+        """
         other = BudgetCache.__new__(BudgetCache)
         other.meter = KVMeter()
-        Cache.__init__(other, layers=[layer.clone(other.meter) for layer in self.layers])
+        Cache.__init__(other, layers=[layer.clone(other.meter, spare) for layer in self.layers])
         other.spec = self.spec
         other.meter.reset_peak()
         return other

@@ -195,7 +195,8 @@ def continue_generation(
     model, device, spec = loaded.model, loaded.device, loaded.spec
     prompt_tokens = prefilled.context_tokens + len(suffix_ids)
     check_fits(loaded, prompt_tokens, sampling.max_new_tokens, method)
-    cache = prefilled.cache.clone() if copy else prefilled.cache
+    spare = len(suffix_ids) + (sampling.max_new_tokens if not method.evicts_during_decode else 1)
+    cache = prefilled.cache.clone(spare=spare) if copy else prefilled.cache
     device_base = _reset_device_peak(device) if copy else prefilled.device_base
     sampler = Sampler(sampling)
     assembler = TextAssembler(loaded.tokenizer, sampling.stop)

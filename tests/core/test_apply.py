@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_ids
+from tinymodels import random_ids
 
 import kvlab
 from kvlab.errors import KvlabError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_ids
+from tinymodels import random_ids
 from method_matrix import METHOD_CASES
 
 from kvlab.apply import apply
@@ -64,7 +64,7 @@ def test_graph_mode_needs_cuda(tiny_llama):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["full", "snapkv", "h2o", "streaming_llm"])
 def test_cuda_graph_decoding_matches_eager(name):
-    from conftest import make_tiny
+    from tinymodels import make_tiny
 
     lm = make_tiny("llama")
     lm.model.to("cuda")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny, tiny_config
+from tinymodels import make_tiny, tiny_config
 
 from kvlab.errors import KvlabError
 from kvlab.models import load_model
