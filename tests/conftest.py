@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from tinymodels import ARCHS, make_tiny
+from tinymodels import ARCHS, make_tiny, random_ids, tiny_config  # noqa: F401  (re-exported for old imports)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
