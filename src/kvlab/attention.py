@@ -26,19 +26,40 @@ _BLOCK_ELEMS = 1 << 22
 
 
 def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Exact attention for the bottom-right causal layout. Returns ``(B, Hq, q, D)``."""
+    """Exact attention for the bottom-right causal layout. Returns ``(B, Hq, q, D)``.
+
+    On CUDA, single-token steps avoid cuDNN's SDPA backend, which re-plans for every new key length
+    (milliseconds of CPU per call in decoding); a kernel that refuses grouped heads gets them expanded.
+    """
     q_len, kv_len = query.shape[2], key.shape[2]
-    gqa = query.shape[1] != key.shape[1]
-    if q_len == 1 or q_len == kv_len:
-        return F.scaled_dot_product_attention(
-            query, key, value, is_causal=q_len > 1, scale=scaling, enable_gqa=gqa
-        )
-    # q new tokens after (kv_len - q_len) older ones: causal aligned to the bottom right.
-    offset = kv_len - q_len
-    rows = torch.arange(q_len, device=query.device).unsqueeze(1)
-    cols = torch.arange(kv_len, device=query.device).unsqueeze(0)
-    mask = cols <= rows + offset
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=gqa)
+    mask = None
+    if 1 < q_len < kv_len:
+        # q new tokens after (kv_len - q_len) older ones: causal aligned to the bottom right.
+        rows = torch.arange(q_len, device=query.device).unsqueeze(1)
+        cols = torch.arange(kv_len, device=query.device).unsqueeze(0)
+        mask = cols <= rows + (kv_len - q_len)
+    causal = mask is None and q_len > 1
+    if query.device.type != "cuda":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal, scale=scaling,
+                                              enable_gqa=query.shape[1] != key.shape[1])
+    return _cuda_sdpa(query, key, value, mask, causal, scaling)
+
+
+def _cuda_sdpa(query, key, value, mask, causal, scaling) -> torch.Tensor:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    if query.shape[2] > 1:
+        backends.insert(0, SDPBackend.CUDNN_ATTENTION)  # fastest for prefill
+    with sdpa_kernel(backends):
+        try:
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal,
+                                                  scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+        except RuntimeError:  # "No available kernel": expand the grouped KV heads
+            group = query.shape[1] // key.shape[1]
+            key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal,
+                                                  scale=scaling)
 
 
 def allowed_mask(
