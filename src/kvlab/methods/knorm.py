@@ -17,8 +17,9 @@ class KNorm(Method):
 
     https://arxiv.org/abs/2406.11430 -- keys with a low L2 norm tend to receive high attention, so
     the score of a token is minus the norm of its key, per KV head. Needs no attention weights, so it
-    works with any attention kernel. Applied to every layer (the paper's main setting also
-    compresses all layers).
+    works with any attention kernel. kvlab compresses every layer, as kvpress does; the paper's
+    repository can leave the first layer(s) uncompressed. Kept sets equal kvpress's KnormPress on the
+    same inputs (docs/reference-check.md).
     """
 
     name = "knorm"

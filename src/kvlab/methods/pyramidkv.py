@@ -18,7 +18,8 @@ class PyramidKV(SnapKV):
     ones, so lower layers get more of the budget. Layer budgets form an arithmetic sequence whose
     mean is the per-layer budget: the top layer keeps ``(B - w) / beta`` prefix tokens, the bottom
     ``2 (B - w) - top``, plus the observation window ``w`` everywhere (the reference code's
-    schedule, including its adjustment when the bottom layer would exceed the prompt). Tokens are
+    schedule, including its adjustment when the bottom layer would exceed the prompt; like the
+    reference, a prompt shorter than ``2 (B - w)`` gets SnapKV's uniform budget). Tokens are
     chosen within each layer with the SnapKV score. Defaults: window 32, kernel 5, avg pooling,
     beta 20.
     """
@@ -35,6 +36,8 @@ class PyramidKV(SnapKV):
         prefix = kept - w
         if layers == 1 or prefix <= 0:
             return [kept] * layers
+        if prompt_tokens is not None and prompt_tokens < 2 * prefix:
+            return [kept] * layers  # PyramidKVCluster.update_kv: q_len < 2 (B - w) -> uniform SnapKV
         min_num = prefix // self.beta
         max_num = 2 * prefix - min_num
         if prompt_tokens is not None and max_num >= prompt_tokens - w:
