@@ -139,6 +139,8 @@ def test_pyramid_budgets_shrink_with_depth_and_average_the_budget(tiny_llama):
     assert caps == sorted(caps, reverse=True) and caps[0] > caps[-1]
     assert abs(sum(caps) / len(caps) - 512) <= spec.num_layers
     assert PyramidKV().layer_capacities(16, spec, 10_000) == [16] * spec.num_layers  # budget below the window
+    # like the reference code, a prompt shorter than 2 (B - w) gets the uniform SnapKV budget
+    assert PyramidKV().layer_capacities(384, spec, 512) == [384] * spec.num_layers
 
 
 def test_tova_keeps_the_same_tokens_in_every_head(tiny_llama):
