@@ -11,11 +11,22 @@ Two modes (see :meth:`kvlab.tasks.base.Sample.parts`):
 from __future__ import annotations
 
 import hashlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kvlab.budget import Budget
-from kvlab.engine import DEFAULT_CHUNK_SIZE, Generation, continue_generation, generate, prefill_context
+from kvlab.engine import (
+    DEFAULT_CHUNK_SIZE,
+    Generation,
+    continue_generation,
+    generate,
+    prefill_context,
+    token_logprobs,
+)
 from kvlab.methods import Method, get_method
 from kvlab.models.loading import LoadedModel
 from kvlab.prompting import render
@@ -103,3 +114,84 @@ def _result(task: Task, sample: Sample, qi: int, mode: str, gen: Generation, ids
 def prompt_hash(ids: list[int]) -> str:
     """A stable hash of the token ids a prompt was run with."""
     return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
+
+
+def summarize(results: Iterable[QueryResult]) -> dict[str, Any]:
+    """Aggregate query results as RULER does: ``score`` = mean per-query score x 100 (2 decimals),
+    ``nulls`` = share of empty predictions; plus counts, mean tokens/KV and total times."""
+    rows = list(results)
+    if not rows:
+        raise ValueError("no results to summarize")
+    n = len(rows)
+    return {
+        "score": round(100.0 * sum(r.score for r in rows) / n, 2),
+        "queries": n,
+        "samples": len({(r.sample_index) for r in rows}),
+        "nulls": round(sum(1 for r in rows if not r.prediction.strip()) / n, 4),
+        "mean_prompt_tokens": round(sum(r.prompt_tokens for r in rows) / n, 1),
+        "mean_kv_tokens": round(sum(r.kv_tokens for r in rows) / n, 1),
+        "mean_kv_bytes": round(sum(r.kv_bytes for r in rows) / n),
+        "prefill_seconds": round(sum(r.prefill_seconds for r in rows), 3),
+        "decode_seconds": round(sum(r.decode_seconds for r in rows), 3),
+    }
+
+
+def scores_by(results: Iterable[QueryResult], key: str) -> dict[Any, float]:
+    """Mean score x 100 per value of metadata ``key`` (e.g. ``depth`` for a needle heatmap row)."""
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for r in results:
+        groups[r.metadata.get(key)].append(r.score)
+    def order(item: tuple[Any, list[float]]) -> tuple[int, float, str]:
+        k = item[0]
+        return (0, float(k), "") if isinstance(k, (int, float)) else (1, 0.0, str(k))
+
+    return {k: round(100.0 * sum(v) / len(v), 2) for k, v in sorted(groups.items(), key=order)}
+
+
+def run_perplexity(
+    lm: LoadedModel,
+    task: Any,
+    length: int,
+    method: str | Method = "full",
+    budget: str | Budget | None = None,
+    chunk_size: int = 1024,
+    *,
+    n: int = 1,
+    seed: int = 42,
+    on_window: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Perplexity of ``n`` windows of ``length`` tokens, per position bucket (plain records).
+
+    ``task`` is a perplexity task (``get_task("perplexity", bucket_size=1024)``). Each window is
+    streamed through :func:`kvlab.engine.token_logprobs` under ``method``/``budget`` with
+    ``chunk_size``-token chunks (compressed between chunks). One record per window::
+
+        {"task", "window", "length", "method", "budget", "chunk_size", "tokens", "nll", "ppl",
+         "seconds", "buckets": [{"first", "last", "tokens", "nll", "ppl"}, ...], "metadata"}
+
+    ``nll`` is the mean negative log-likelihood (nats/token) over predicted positions 1..length-1.
+    """
+    method = get_method(method)
+    windows = task.windows(lm.tokenizer, length, n, seed)
+    records = []
+    for i, window in enumerate(windows):
+        start = time.perf_counter()
+        logp = token_logprobs(lm, list(window.ids), method, budget, chunk_size)
+        seconds = time.perf_counter() - start
+        nll = (-logp).double()
+        buckets = []
+        for first, last in task.buckets(length):
+            part = nll[first - 1:last]  # entry i predicts position i + 1
+            mean = float(part.mean())
+            buckets.append({"first": first, "last": last, "tokens": int(part.numel()), "nll": round(mean, 5),
+                            "ppl": round(math.exp(mean), 4)})
+        mean = float(nll.mean())
+        records.append({
+            "task": task.name, "window": window.index, "length": length, "method": method.describe(),
+            "budget": str(Budget.parse(budget)), "chunk_size": chunk_size, "tokens": int(nll.numel()),
+            "nll": round(mean, 5), "ppl": round(math.exp(mean), 4), "seconds": round(seconds, 3),
+            "buckets": buckets, "metadata": dict(window.metadata),
+        })
+        if on_window:
+            on_window(i + 1, len(windows))
+    return records
