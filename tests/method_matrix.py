@@ -12,4 +12,8 @@ METHOD_CASES: dict[str, dict] = {
     "tova": {},
     "knorm": {},
     "adakv": {},
+    "a_shape": {"n_init": 4, "n_local": 16, "kernel": "blocked"},
+    "lm_infinite": {"n_global": 4, "n_local": 16, "limit_distance": 16, "kernel": "blocked"},
+    "minference": {"last_q": 8, "vertical_size": 8, "slash_size": 16, "block_size": 8, "sink_tokens": 4,
+                   "local_diagonals": 8, "kernel": "blocked"},
 }

@@ -157,3 +157,11 @@ def test_adakv_spends_the_layer_budget_across_heads(tiny_llama):
         assert int(per_head.sum()) == 2 * 20  # kv_heads x budget
         assert int(per_head.min()) >= int(20 * 0.2)  # the safeguard
         assert layer.length == int(per_head.max())
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_CASES if method(n).kind == "sparse_prefill"])
+def test_sparse_prefill_methods_keep_the_whole_cache(tiny_llama, name):
+    prefilled = prefill_context(tiny_llama, random_ids(90, seed=8), method(name), 20, 32)
+    assert [int(layer.tokens_held().min()) for layer in prefilled.cache.layers] == [90] * 3
+    out = continue_generation(prefilled, random_ids(3, seed=9), SamplingParams(max_new_tokens=4))
+    assert out.stats.kv_bytes == out.stats.full_kv_bytes

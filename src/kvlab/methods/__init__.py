@@ -74,10 +74,13 @@ def _coerce(raw: str, hint, method: str, key: str):
 
 # Import the method modules so their @register_method decorators run.
 from kvlab.methods import (  # noqa: E402,F401
+    a_shape,
     adakv,
     full,
     h2o,
     knorm,
+    lm_infinite,
+    minference,
     pyramidkv,
     snapkv,
     streaming_llm,

@@ -1,0 +1,117 @@
+"""``kvlab bench``: speed and memory per method on this device (each case in its own process)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kvlab.cli.common import add_model_options, chunk_size
+from kvlab.engine import DEFAULT_CHUNK_SIZE
+from kvlab.errors import KvlabError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="speed and memory of methods on this device",
+        description="Prefill(+compression) time, peak memory over the weights, KV bytes held, decode ms/token "
+        "and its ratio to the device's bandwidth floor, per prompt length and method, each case in a fresh "
+        "process, next to a plain-transformers baseline. Random token ids; weights may be random too.",
+    )
+    add_model_options(p)
+    p.add_argument("--random-weights", metavar="SHAPE", default=None,
+                   help="measure a random-weight model of a named shape (e.g. llama-3.1-8b; see `kvlab ls "
+                   "models`) instead of --model")
+    p.add_argument("--lengths", default="4k", help="prompt lengths in tokens: 4k,8k,32k,128k (default: %(default)s)")
+    p.add_argument("--methods", default="full,snapkv,streaming_llm",
+                   help="methods, comma-separated, with optional parameters: "
+                   "full,a_shape:n_init=64,n_local=1024,snapkv (default: %(default)s)")
+    p.add_argument("--budget", default="10%", help="KV budget for compressing methods (default: %(default)s)")
+    p.add_argument("--chunk-size", type=chunk_size, default=DEFAULT_CHUNK_SIZE,
+                   help="prefill chunk; 'none' = one pass (default: %(default)s)")
+    p.add_argument("--decode-tokens", type=int, default=32, help="timed decoding steps (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed decoding steps first (default: %(default)s)")
+    p.add_argument("--decode-mode", default="auto", choices=("auto", "eager", "static", "graph"),
+                   help="kvlab decoding path (auto: CUDA graphs on GPU, eager on CPU)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the plain-transformers baseline row")
+    p.add_argument("--cudnn-decode", action="store_true",
+                   help="keep cuDNN SDPA on while decoding (off by default: it re-plans at every new length)")
+    p.add_argument("--warmup", default="auto", choices=("auto", "full", "short", "none"),
+                   help="warm-up prefill per case: auto = full length on CUDA, 256 tokens on CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads in each case (default: torch's choice; 1 is steadier on a busy machine)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per case (default: %(default)s)")
+    p.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-' = stdout)")
+    p.add_argument("--store", metavar="DB", help="also add the records to this kvlab result store")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from kvlab.bench import BenchConfig, parse_lengths
+    from kvlab.budget import Budget
+    from kvlab.methods import get_method
+
+    model = args.model
+    if args.random_weights:
+        if model not in ("default", None):
+            raise KvlabError("give either --model or --random-weights, not both")
+        from kvlab.models import shapes
+
+        shapes.config_for(args.random_weights)  # unknown shape -> UnknownNameError
+        model = f"random:{args.random_weights}"
+    methods = split_methods(args.methods)
+    if not methods:
+        raise KvlabError("no methods given; use e.g. --methods full,snapkv")
+    for m in methods:
+        get_method(m)  # unknown names and bad parameters fail here, before any case runs
+    Budget.parse(args.budget)
+    if args.decode_tokens < 1 or args.warmup_steps < 0:
+        raise KvlabError("--decode-tokens must be >= 1 and --warmup-steps >= 0")
+    return BenchConfig(model=model, lengths=parse_lengths(args.lengths), methods=methods, budget=args.budget,
+                       chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
+                       decode_mode=args.decode_mode, baseline=args.baseline, device=args.device, dtype=args.dtype,
+                       cudnn_decode=args.cudnn_decode, warmup=args.warmup, threads=args.threads,
+                       timeout=args.timeout)
+
+
+def split_methods(text: str) -> list[str]:
+    """``"full,a_shape:n_init=64,n_local=1024,snapkv"`` -> ``["full", "a_shape:n_init=64,n_local=1024", "snapkv"]``
+    (an item with ``=`` but no ``:`` continues the previous method's parameters; ``;`` works too)."""
+    out: list[str] = []
+    for item in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        if "=" in item and ":" not in item and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from kvlab.bench import format_table, run_bench, to_records
+
+    config = config_from_args(args)
+    print(f"kvlab bench: {len(config.cases())} cases on {config.model}, each in its own process", file=sys.stderr)
+
+    def progress(row):
+        what = row.get("method", row.get("method_spec"))
+        status = f"error: {row['error']}" if "error" in row else f"prefill {row['prefill_seconds']:.2f} s"
+        print(f"  {row.get('length')} {what}: {status}", file=sys.stderr)
+
+    result = run_bench(config, on_row=progress)
+    if args.json == "-":
+        json.dump(result, sys.stdout, indent=1, default=str)
+        print()
+    else:
+        print(format_table(result))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(result, fh, indent=1, default=str)
+    if args.store:
+        from kvlab.results.store import open_store
+
+        with open_store(args.store) as store:
+            run_id = store.start_run({**result["provenance"], "device": result["device"]}, command="kvlab bench")
+            store.add_bench(to_records(result), run_id)
+            store.finish_run(run_id)
+    return 1 if any("error" in r for r in result["rows"]) else 0

@@ -1,0 +1,150 @@
+"""``kvlab bench``: cases, measurements, floors, records and the CLI (tiny random-weight model)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kvlab.bench import RECORD_FIELDS, BenchConfig, format_table, parse_lengths, run_bench, to_records
+from kvlab.bench.measure import PeakMemory, copy_bandwidth
+from kvlab.bench.worker import run_case, weight_bytes
+from kvlab.cli.bench import config_from_args, split_methods
+from kvlab.errors import KvlabError, UnknownNameError
+
+TINY = "random:tiny-llama"
+
+
+def case(role: str, **kw):
+    base = {"role": role, "model": TINY, "length": 96, "method": "full", "budget": "25%", "chunk_size": 32,
+            "decode_tokens": 4, "warmup_steps": 1, "decode_mode": "auto"}
+    return {**base, **kw}
+
+
+def test_parse_lengths():
+    assert parse_lengths("4k, 8K,32768,128k,1m,0.5k") == [4096, 8192, 32768, 131072, 1048576, 512]
+    for bad in ("", "abc", "4q", "1"):
+        with pytest.raises(KvlabError):
+            parse_lengths(bad)
+
+
+def test_split_methods_keeps_parameters_together():
+    assert split_methods("full, a_shape:n_init=64,n_local=1024,snapkv") == ["full", "a_shape:n_init=64,n_local=1024",
+                                                                           "snapkv"]
+    assert split_methods("minference:vertical_size=8;slash_size=16") == ["minference:vertical_size=8,slash_size=16"]
+
+
+def args(**kw):
+    base = {"model": "default", "random_weights": None, "device": None, "dtype": None, "lengths": "4k",
+            "methods": "full", "budget": "10%", "chunk_size": 4096, "decode_tokens": 32, "warmup_steps": 2,
+            "decode_mode": "auto", "baseline": True, "cudnn_decode": False, "warmup": "auto", "threads": None,
+            "timeout": 60.0}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_cli_config_validates_before_running_anything():
+    config = config_from_args(args(random_weights="llama-3.1-8b", lengths="32k,128k", methods="full,snapkv"))
+    assert config.model == "random:llama-3.1-8b" and config.lengths == [32768, 131072]
+    assert [c["role"] for c in config.cases()] == ["transformers", "kvlab", "kvlab"] * 2
+    with pytest.raises(UnknownNameError, match="snapkv"):
+        config_from_args(args(methods="full,snapkvv"))
+    with pytest.raises(UnknownNameError):
+        config_from_args(args(random_weights="llama-9"))
+    with pytest.raises(KvlabError, match="either"):
+        config_from_args(args(model="x/y", random_weights="tiny-llama"))
+    with pytest.raises(KvlabError):
+        config_from_args(args(budget="lots"))
+    with pytest.raises(KvlabError):
+        config_from_args(args(decode_tokens=0))
+
+
+def test_peak_memory_sees_an_allocation_and_not_the_baseline():
+    with PeakMemory("cpu") as big:
+        x = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
+        del x
+    assert big.peak_over_base >= 60 << 20
+    with PeakMemory("cpu") as small:
+        y = torch.ones(1 << 20, dtype=torch.uint8)
+        del y
+    assert small.peak_over_base < 32 << 20  # the earlier peak was reset
+
+
+def test_copy_bandwidth_is_positive():
+    bw = copy_bandwidth("cpu", nbytes=8 << 20, repeats=3)
+    assert bw["copy_gbps"] >= bw["copy_gbps_median"] > 0
+
+
+def test_weight_bytes_count_the_embedding_only_when_tied(tiny_llama):
+    total, read = weight_bytes(tiny_llama.model)
+    emb = tiny_llama.model.get_input_embeddings().weight
+    assert total == sum(p.numel() * p.element_size() for p in tiny_llama.model.parameters())
+    assert read == total - emb.numel() * emb.element_size()  # this tiny Llama has an untied head
+
+
+@pytest.mark.parametrize("method", ["full", "snapkv", "streaming_llm", "a_shape:n_init=4,n_local=16"])
+def test_kvlab_case_measures_what_it_says(method):
+    row = run_case(case("kvlab", method=method))
+    assert "error" not in row, row.get("error")
+    assert row["length"] == 96 and row["prefill_seconds"] > 0 and row["decode_ms_per_token"] > 0
+    per_token = row["full_kv_bytes"] // 96
+    if method in ("full",) or method.startswith("a_shape"):
+        assert row["kv_bytes"] == row["full_kv_bytes"] and row["budget"] == "full"
+    else:
+        assert row["kv_bytes"] == 24 * per_token  # 25% of 96 tokens in every layer
+        assert row["kv_peak_bytes"] <= (24 + 32) * per_token  # budget + one chunk
+    assert row["kv_decode_bytes"] >= row["kv_bytes"]
+    assert row["attention"]["prefill"].startswith("kvlab")
+
+
+def test_transformers_case_and_errors():
+    row = run_case(case("transformers"))
+    assert row["method"] == "plain transformers" and row["kv_bytes"] == row["full_kv_bytes"]
+    assert row["kv_decode_bytes"] == row["kv_bytes"] + 6 * (row["kv_bytes"] // 96)  # warmup + timed + 1 tokens
+    too_long = run_case(case("kvlab", length=5000))
+    assert "window" in too_long["error"]
+
+
+def test_run_bench_floors_ratios_and_records(tmp_path):
+    config = BenchConfig(model=TINY, lengths=[64, 96], methods=["full", "snapkv"], budget="25%", chunk_size=32,
+                         decode_tokens=3, warmup_steps=1)
+    result = run_bench(config, runner=lambda c, timeout: run_case(c))
+    rows = result["rows"]
+    assert [(r["length"], r["role"]) for r in rows] == [(n, role) for n in (64, 96)
+                                                         for role in ("transformers", "kvlab", "kvlab")]
+    gbps = result["device"]["copy_gbps"]
+    for r in rows:
+        expected = (r["weight_read_bytes"] + r["kv_decode_bytes"]) / (gbps * 1e9) * 1e3
+        assert r["floor_ms_per_token"] == pytest.approx(expected)
+        assert r["floor_ratio"] == pytest.approx(r["decode_ms_per_token"] / expected)
+    snap = rows[2]
+    assert snap["vs_baseline"]["kv_bytes"] == pytest.approx(snap["kv_bytes"] / rows[0]["kv_bytes"], rel=1e-3)
+    records = to_records(result)
+    assert all(tuple(rec) == RECORD_FIELDS for rec in records)
+    json.dumps(records)  # plain data
+    assert {rec["kind"] for rec in records} == {"kvlab", "transformers"}
+    assert "snapkv" in format_table(result)
+    from kvlab.results.store import open_store
+
+    with open_store(tmp_path / "r.db") as store:
+        assert store.add_bench(records) == 6
+        assert store.add_bench(records) == 6  # the same configurations are replaced, not duplicated
+        assert len(store.bench()) == 6
+
+
+def test_cli_runs_each_case_in_its_own_process(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "bench", "--random-weights", "tiny-llama",
+                           "--lengths", "64", "--methods", "snapkv", "--budget", "25%", "--decode-tokens", "2",
+                           "--no-baseline", "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["method"] == "snapkv" and row["memory_method"].startswith("peak RSS") and row["wall_seconds"] > 0
+    assert data["device"]["copy_gbps"] > 0 and "snapkv" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "bench", "--methods", "nope"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
