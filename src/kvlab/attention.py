@@ -28,10 +28,14 @@ _BLOCK_ELEMS = 1 << 22
 def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
     """Exact attention for the bottom-right causal layout. Returns ``(B, Hq, q, D)``.
 
-    On CUDA, single-token steps avoid cuDNN's SDPA backend, which re-plans for every new key length
-    (milliseconds of CPU per call in decoding); a kernel that refuses grouped heads gets them expanded.
+    On CUDA, a chunk of ``q`` new queries after older keys uses the lower-right causal bias (flash
+    attention takes it natively: no ``q x L`` mask, no score matrix), single-token steps avoid cuDNN's
+    SDPA backend, which re-plans for every new key length (milliseconds of CPU per call in decoding),
+    and a kernel that refuses grouped heads gets them expanded.
     """
     q_len, kv_len = query.shape[2], key.shape[2]
+    if query.device.type == "cuda":
+        return _cuda_sdpa(query, key, value, scaling)
     mask = None
     if 1 < q_len < kv_len:
         # q new tokens after (kv_len - q_len) older ones: causal aligned to the bottom right.
@@ -39,18 +43,21 @@ def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
         cols = torch.arange(kv_len, device=query.device).unsqueeze(0)
         mask = cols <= rows + (kv_len - q_len)
     causal = mask is None and q_len > 1
-    if query.device.type != "cuda":
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal, scale=scaling,
-                                              enable_gqa=query.shape[1] != key.shape[1])
-    return _cuda_sdpa(query, key, value, mask, causal, scaling)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal, scale=scaling,
+                                          enable_gqa=query.shape[1] != key.shape[1])
 
 
-def _cuda_sdpa(query, key, value, mask, causal, scaling) -> torch.Tensor:
+def _cuda_sdpa(query, key, value, scaling) -> torch.Tensor:
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
 
+    q_len, kv_len = query.shape[2], key.shape[2]
     backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    if query.shape[2] > 1:
-        backends.insert(0, SDPBackend.CUDNN_ATTENTION)  # fastest for prefill
+    mask, causal = None, q_len > 1
+    if 1 < q_len < kv_len:
+        mask, causal = causal_lower_right(q_len, kv_len), False  # flash/efficient kernels, never materialised
+    elif q_len > 1:
+        backends.insert(0, SDPBackend.CUDNN_ATTENTION)  # fastest for a square causal prefill
     with sdpa_kernel(backends):
         try:
             return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal,

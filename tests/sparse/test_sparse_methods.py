@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_ids
+from tinymodels import random_ids
 
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError

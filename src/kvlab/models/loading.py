@@ -76,7 +76,8 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         label, source = EMBEDDED_NAME, f"embedded:{path}"
     elif name.startswith("random:"):
-        model = shapes.random_model(name.split(":", 1)[1], dtype=dtype)
+        shape = name.split(":", 1)[1]
+        model = shapes.random_model(shape, dtype=dtype, device="cpu" if device_map else device)
         label, source = name, "random weights"
     elif os.path.exists(name):
         model, tokenizer, label, source = _load_local(Path(name), common)

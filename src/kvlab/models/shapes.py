@@ -50,8 +50,10 @@ def config_for(shape: str):
     return AutoConfig.for_model(model_type, **params)
 
 
-def random_model(shape: str, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A model of the named shape with random weights (created directly in ``dtype``)."""
+def random_model(shape: str, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+    """A model of the named shape with random weights, created directly in ``dtype`` on ``device``
+    (an 8B model initialised on the CPU and then copied would take minutes; on the GPU, seconds)."""
     from transformers import AutoModelForCausalLM
 
     config = config_for(shape)
@@ -59,7 +61,8 @@ def random_model(shape: str, dtype: torch.dtype = torch.float32, seed: int = 0):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     finally:
         torch.set_default_dtype(previous)
     return model.to(dtype)
