@@ -80,7 +80,7 @@ def gpu_variant(args) -> dict:
     names = args.methods.split(",") if args.methods else METHODS.names()
     config = BenchConfig(model="random:llama-3.1-8b", lengths=[32768], methods=names, budget=args.budget,
                          chunk_size=args.chunk_size or 4096, decode_tokens=16)
-    result = run_bench(config, on_row=lambda r: print(r.get("method", r.get("method_spec")), r.get("prefill_seconds"),
+    result = run_bench(config, on_row=lambda r, _result: print(r.get("method", r.get("method_spec")), r.get("prefill_seconds"),
                                                       r.get("prefill_peak_bytes"), r.get("error"), file=sys.stderr))
     result["records"] = to_records(result)
     return result

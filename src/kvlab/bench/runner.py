@@ -102,29 +102,32 @@ def _error_row(case: dict[str, Any], error: str) -> dict[str, Any]:
             "error": error}
 
 
-def run_bench(config: BenchConfig, on_row: Callable[[dict[str, Any]], None] | None = None,
+def run_bench(config: BenchConfig, on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
               runner: Callable[[dict[str, Any], float], dict[str, Any]] = run_case_subprocess) -> dict[str, Any]:
     """Run every case of ``config``; returns ``{"config", "device", "provenance", "rows"}``.
 
     ``runner(case, timeout)`` runs one case (a subprocess by default; tests may run it in-process).
+    ``on_row(row, result_so_far)`` is called after every case with the result as it stands (floors
+    and baseline ratios filled in for the rows done), so a caller can save partial results.
     """
     from kvlab import __version__
     from kvlab.results.provenance import git_sha
 
+    provenance = {"kvlab_version": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     device = runner({"role": "device", "device": config.device, "threads": config.threads}, config.timeout)
     if "error" in device:
         raise KvlabError(f"cannot measure the device: {device['error']}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    result = {"config": asdict(config), "device": device, "rows": rows, "provenance": provenance}
     for case in config.cases():
         row = runner(case, config.timeout)
         rows.append(row)
+        add_floors(rows, device)
+        add_baseline_ratios(rows)
         if on_row:
-            on_row(row)
-    add_floors(rows, device)
-    add_baseline_ratios(rows)
-    return {"config": asdict(config), "device": device, "rows": rows,
-            "provenance": {"kvlab_version": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+            on_row(row, result)
+    return result
 
 
 def add_floors(rows: list[dict[str, Any]], device: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from kvlab.cli.common import add_model_options, chunk_size
@@ -75,6 +76,13 @@ def config_from_args(args: argparse.Namespace):
                        timeout=args.timeout)
 
 
+def _write_json(path: str, result) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1, default=str)
+    os.replace(tmp, path)
+
+
 def split_methods(text: str) -> list[str]:
     """``"full,a_shape:n_init=64,n_local=1024,snapkv"`` -> ``["full", "a_shape:n_init=64,n_local=1024", "snapkv"]``
     (an item with ``=`` but no ``:`` continues the previous method's parameters; ``;`` works too)."""
@@ -93,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     print(f"kvlab bench: {len(config.cases())} cases on {config.model}, each in its own process", file=sys.stderr)
 
-    def progress(row):
+    def progress(row, result):
         what = row.get("method", row.get("method_spec"))
-        status = f"error: {row['error']}" if "error" in row else f"prefill {row['prefill_seconds']:.2f} s"
-        print(f"  {row.get('length')} {what}: {status}", file=sys.stderr)
+        status = f"error: {row['error']}" if "error" in row else (
+            f"prefill {row['prefill_seconds']:.2f} s, decode {row['decode_ms_per_token']:.2f} ms/token")
+        print(f"  {row.get('length')} {what}: {status}", file=sys.stderr, flush=True)
+        if args.json and args.json != "-":  # rewritten after every case: a killed run keeps what it measured
+            _write_json(args.json, result)
 
     result = run_bench(config, on_row=progress)
     if args.json == "-":
@@ -105,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(result, fh, indent=1, default=str)
+            _write_json(args.json, result)
     if args.store:
         from kvlab.results.store import open_store
 

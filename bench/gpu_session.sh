@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One prepared GPU session (about 9 minutes on an H100/H200): every figure of the performance issue
+# side by side in one run, on a random-weight model of Llama-3.1-8B's shape.
+#
+#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (6 files at most), logs: $OUT/logs.tar.gz
+#
+# 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
+# 1. `kvlab bench` 32K and 128K: plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
+#    chunked prefill (4096), CUDA-graph decoding, each case in its own process
+# 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
+#    128K, StreamingLLM at 128K -- needs KVPRESS_WHEELS (a folder of wheels: kvpress 0.5.5,
+#    transformers 5.2.0, tokenizers 0.22.2, fire 0.6.0, cachetools, termcolor) and ANCHOR (the
+#    peers' gpu_anchor.py); skipped without them
+# 3. sparse prefill: the attention kernels alone at 32K/128K, then the compiled-flex GPU test
+# 4. sparse prefill end to end at 128K (one pass: full vs a_shape vs minference), if time is left
+set -u
+OUT=${OUT:-out}
+LOGS=$(mktemp -d)
+mkdir -p "$OUT"
+trap 'tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null' EXIT
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+PY=${PY:-python3}
+START=$(date +%s)
+log() { echo "== +$(( $(date +%s) - START ))s $*"; }
+left() { echo $(( ${BUDGET:-560} - ($(date +%s) - START) )); }
+
+log "environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 | tee "$LOGS/env.txt"
+"$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, torch.cuda.get_device_name())" 2>&1 | tee -a "$LOGS/env.txt"
+
+log "0. smoke"
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core/test_cuda_paths.py tests/core/test_decoding.py \
+  > "$LOGS/pytest_gpu.log" 2>&1
+echo "pytest exit $?"; tail -15 "$LOGS/pytest_gpu.log"
+timeout 120 "$PY" -m kvlab.cli.main bench --random-weights tiny-llama --lengths 1k --methods full,snapkv,streaming_llm \
+  --chunk-size 256 --decode-tokens 8 --warmup short --json "$OUT/smoke.json" > "$LOGS/smoke.log" 2>&1
+smoke=$?
+tail -12 "$LOGS/smoke.log"
+if [ $smoke -ne 0 ]; then log "smoke failed ($smoke): stopping"; exit 3; fi
+"$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || { log "no CUDA here: smoke only"; exit 0; }
+
+log "1. kvlab bench, Llama-3.1-8B shape, 32K and 128K"
+timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 32k,128k \
+  --methods full,snapkv,streaming_llm --budget 10% --chunk-size 4096 --decode-tokens 64 --warmup-steps 3 \
+  --warmup short --timeout 170 --json "$OUT/bench_8b.json" 2>&1 | tee "$LOGS/bench_8b.log" | grep -v "^ *$" | tail -30
+
+if [ -n "${KVPRESS_WHEELS:-}" ] && [ -n "${ANCHOR:-}" ] && [ "$(left)" -gt 150 ]; then
+  log "2. kvpress 0.5.5 on the same shape"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/kvp "$KVPRESS_WHEELS"/*.whl > /dev/null 2>&1
+  mkdir -p /tmp/nokern/kernels && echo 'raise ImportError("not for transformers 5.2")' > /tmp/nokern/kernels/__init__.py
+  for c in 1 4 5; do  # SnapKV 10% at 32K, SnapKV 10% at 128K, StreamingLLM 10% at 128K; one process each
+    [ "$(left)" -gt 120 ] || break
+    OUT="$OUT" PYTHONPATH=/tmp/nokern:/tmp/kvp timeout 110 "$PY" "$ANCHOR" kvp $c 2>&1 | grep -E "^REC|Error|error" | tail -3
+  done
+fi
+
+if [ "$(left)" -gt 60 ]; then
+  log "3. sparse prefill kernels"
+  timeout $(( $(left) - 45 )) "$PY" bench/sparse_kernels.py --lengths 32k,128k --repeats 5 \
+    --json "$OUT/sparse_kernels.json" > "$LOGS/sparse_kernels.log" 2>&1
+  grep -E "^[0-9]+ " "$LOGS/sparse_kernels.log"
+  timeout 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/sparse/test_cuda_flex.py 2>&1 | tail -3
+fi
+
+if [ "$(left)" -gt 90 ]; then
+  log "4. end-to-end sparse prefill at 128K, one pass: full vs a_shape vs minference"
+  timeout $(( $(left) - 5 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 128k \
+    --methods full,a_shape,minference --chunk-size none --no-baseline --decode-tokens 4 --warmup-steps 1 \
+    --warmup full --json "$OUT/sparse_e2e.json" 2>&1 | tail -8
+fi
+log "done"
