@@ -5,7 +5,8 @@
 #   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (6 files at most), logs: $OUT/logs.tar.gz
 #
 # 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
-# 1. `kvlab bench` 32K and 128K: plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
+# 1. `kvlab bench` 32K and 130944 tokens (128K less room for the generated tokens: the window is
+#    131072): plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
 # 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
 #    128K, StreamingLLM at 128K -- needs KVPRESS_WHEELS (a folder of wheels: kvpress 0.5.5,
@@ -41,7 +42,7 @@ if [ $smoke -ne 0 ]; then log "smoke failed ($smoke): stopping"; exit 3; fi
 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || { log "no CUDA here: smoke only"; exit 0; }
 
 log "1. kvlab bench, Llama-3.1-8B shape, 32K and 128K"
-timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 32k,128k \
+timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 32k,130944 \
   --methods full,snapkv,streaming_llm --budget 10% --chunk-size 4096 --decode-tokens 64 --warmup-steps 3 \
   --warmup short --timeout 170 --json "$OUT/bench_8b.json" 2>&1 | tee "$LOGS/bench_8b.log" | grep -v "^ *$" | tail -30
 
@@ -64,8 +65,8 @@ if [ "$(left)" -gt 60 ]; then
 fi
 
 if [ "$(left)" -gt 90 ]; then
-  log "4. end-to-end sparse prefill at 128K, one pass: full vs a_shape vs minference"
-  timeout $(( $(left) - 5 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 128k \
+  log "4. end-to-end sparse prefill at 130944 tokens, one pass: full vs a_shape vs minference"
+  timeout $(( $(left) - 5 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 130944 \
     --methods full,a_shape,minference --chunk-size none --no-baseline --decode-tokens 4 --warmup-steps 1 \
     --warmup full --json "$OUT/sparse_e2e.json" 2>&1 | tail -8
 fi

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 # Elements of one score block in masked_attention (float32): 2^22 = 16 MiB, cache-friendly on CPU.
 _BLOCK_ELEMS = 1 << 22
+# Keys per partial sum of decode attention's value reduction (see weighted_values).
+DECODE_SPLIT = 1024
 
 
 def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -151,8 +153,29 @@ def decode_attention(
     ok = allowed_mask(key_pos, query_pos, window).squeeze(2).unsqueeze(2)  # (B, Hkv, 1, L)
     scores.masked_fill_(~ok, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs.to(value.dtype), value).reshape(b, hq, q_len, value.shape[-1])
+    out = weighted_values(probs.to(value.dtype), value).reshape(b, hq, q_len, value.shape[-1])
     return out, probs.sum(dim=2)
+
+
+def weighted_values(probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``probs (B, Hkv, G, L) @ value (B, Hkv, L, Dv)`` for decoding, split over the keys by hand.
+
+    One matmul reduces over all ``L`` keys into a tiny ``G x Dv`` output per KV head, which a GPU
+    runs on a handful of multiprocessors. Pieces of :data:`DECODE_SPLIT` keys become a batch of
+    matmuls whose partial outputs are summed in float32 (flash-decoding's split-K, in plain torch).
+    Views only: the cache is never copied.
+    """
+    b, h, g, n = probs.shape
+    pieces = n // DECODE_SPLIT
+    if pieces < 2:
+        return torch.matmul(probs, value)
+    n0 = pieces * DECODE_SPLIT
+    p = probs[..., :n0].reshape(b, h, g, pieces, DECODE_SPLIT).transpose(2, 3)  # (B, Hkv, S, G, C)
+    v = value[:, :, :n0].reshape(b, h, pieces, DECODE_SPLIT, value.shape[-1])  # (B, Hkv, S, C, Dv)
+    out = torch.matmul(p, v).float().sum(dim=2)
+    if n0 < n:
+        out += torch.matmul(probs[..., n0:], value[:, :, n0:]).float()
+    return out.to(value.dtype)
 
 
 def window_attention_probs(

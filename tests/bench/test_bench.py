@@ -42,14 +42,17 @@ def args(**kw):
     base = {"model": "default", "random_weights": None, "device": None, "dtype": None, "lengths": "4k",
             "methods": "full", "budget": "10%", "chunk_size": 4096, "decode_tokens": 32, "warmup_steps": 2,
             "decode_mode": "auto", "baseline": True, "cudnn_decode": False, "warmup": "auto", "threads": None,
-            "timeout": 60.0}
+            "timeout": 60.0, "baseline_generate": False}
     return argparse.Namespace(**{**base, **kw})
 
 
 def test_cli_config_validates_before_running_anything():
-    config = config_from_args(args(random_weights="llama-3.1-8b", lengths="32k,128k", methods="full,snapkv"))
-    assert config.model == "random:llama-3.1-8b" and config.lengths == [32768, 131072]
+    config = config_from_args(args(random_weights="llama-3.1-8b", lengths="32k,130000", methods="full,snapkv"))
+    assert config.model == "random:llama-3.1-8b" and config.lengths == [32768, 130000]
     assert [c["role"] for c in config.cases()] == ["transformers", "kvlab", "kvlab"] * 2
+    # 128K = the whole 131072-position window: no room for the 36 generated tokens; the error says what fits
+    with pytest.raises(KvlabError, match="131072 tokens do not fit.*--lengths 131036"):
+        config_from_args(args(random_weights="llama-3.1-8b", lengths="32k,128k"))
     with pytest.raises(UnknownNameError, match="snapkv"):
         config_from_args(args(methods="full,snapkvv"))
     with pytest.raises(UnknownNameError):
@@ -104,8 +107,39 @@ def test_transformers_case_and_errors():
     row = run_case(case("transformers"))
     assert row["method"] == "plain transformers" and row["kv_bytes"] == row["full_kv_bytes"]
     assert row["kv_decode_bytes"] == row["kv_bytes"] + 6 * (row["kv_bytes"] // 96)  # warmup + timed + 1 tokens
+    assert "generate_ms_per_token" not in row and row["decode_mode"] == "greedy loop"
     too_long = run_case(case("kvlab", length=5000))
     assert "window" in too_long["error"]
+    with_generate = run_case(case("transformers", generate=True))
+    assert with_generate["generate_ms_per_token"] > 0
+
+
+def test_baseline_greedy_loop_decodes_what_generate_decodes(tiny_llama):
+    """The baseline's plain loop (no attention mask, explicit positions) is the same greedy decoding."""
+    from kvlab.bench.worker import _greedy_loop
+
+    model = tiny_llama.model
+    ids = torch.randint(0, 320, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1:].argmax(-1)
+        cache = out.past_key_values
+        tokens = [int(first)]
+        # the loop returns timestamps; read the tokens back from the cache-extended argmax chain
+        original = model.forward
+
+        def spy(*a, **kw):
+            result = original(*a, **kw)
+            tokens.append(int(result.logits[:, -1:].argmax(-1)))
+            return result
+
+        model.forward = spy
+        try:
+            stamps = _greedy_loop(model, cache, first, 40, 5, torch.device("cpu"))
+        finally:
+            del model.forward
+        expected = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, 40:].tolist()
+    assert len(stamps) == 5 and tokens == expected
 
 
 def test_run_bench_floors_ratios_and_records(tmp_path):

@@ -38,6 +38,7 @@ class BenchConfig:
     warmup_steps: int = 2
     decode_mode: str = "auto"
     baseline: bool = True
+    baseline_generate: bool = False
     device: str | None = None
     dtype: str | None = None
     cudnn_decode: bool = False
@@ -53,7 +54,7 @@ class BenchConfig:
         out = []
         for length in self.lengths:
             if self.baseline:
-                out.append({**common, "role": BASELINE, "length": length})
+                out.append({**common, "role": BASELINE, "length": length, "generate": self.baseline_generate})
             for method in self.methods:
                 out.append({**common, "role": "kvlab", "length": length, "method": method, "budget": self.budget,
                             "chunk_size": self.chunk_size, "decode_mode": self.decode_mode})

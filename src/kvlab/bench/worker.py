@@ -6,7 +6,8 @@ A case is a plain dict (see :class:`kvlab.bench.runner.BenchConfig` for the fiel
   ``decode_tokens`` timed decoding steps through :mod:`kvlab.decoding` (after ``warmup_steps``
   untimed ones; a CUDA graph is captured during those), greedy, host sync per token as in serving;
 * ``transformers``: the baseline without kvlab -- one-shot ``model(ids)`` prefill with its own
-  ``DynamicCache``, then ``model.generate`` continuing from that cache, timed per token with a streamer;
+  ``DynamicCache``, then a plain greedy loop over ``model(token, past_key_values=cache)`` (optionally
+  also ``model.generate`` continuing from a fresh prefill, timed per token with a streamer);
 * ``device``: copy bandwidth and the device's description.
 
 The result is printed as one line ``KVLAB_BENCH_RESULT {json}`` on stdout.
@@ -175,7 +176,23 @@ def _cache_bytes(cache) -> int:
                if t is not None)
 
 
+def _greedy_loop(model, cache, first: torch.Tensor, start: int, steps: int, device) -> list[float]:
+    """Plain transformers decoding: ``model(token, past_key_values=DynamicCache)`` then argmax, one host
+    sync per token (as kvlab's loop and a server do). No attention mask is passed, as in kvpress's
+    pipeline, so SDPA can take its mask-free kernels. Returns a timestamp after each step."""
+    token, stamps = first, []
+    for i in range(steps):
+        pos = torch.tensor([[start + i]], device=device)
+        out = model(input_ids=token, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1:].argmax(-1)
+        token.item()
+        stamps.append(time.perf_counter())
+    return stamps
+
+
 def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
+    """The baseline: one-shot prefill with transformers' own DynamicCache, then a plain greedy loop
+    (and, with ``generate``, ``model.generate`` continuing from a second prefill's cache)."""
     lm = _load(case)
     model, device = lm.model, lm.device
     warm_steps, timed = case["warmup_steps"], case["decode_tokens"]
@@ -189,45 +206,57 @@ def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
     input_ids = torch.tensor([ids], device=device)
     gen = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "pad_token_id": 0}
 
-    def decode(out_logits, cache, prompt, new: int) -> list[float]:
-        first = out_logits[:, -1:].argmax(-1)
+    def prefill(n: int):
+        out = model(input_ids=input_ids[:, :n], use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1:].argmax(-1), out.past_key_values
+
+    def loop(first, cache, n: int, steps: int) -> list[float]:
+        with _decode_backend(device, case.get("cudnn_decode")):
+            return _greedy_loop(model, cache, first, n, steps, device)
+
+    def generate(first, cache, n: int, new: int) -> list[float]:
         clock = _Clock()
         with _decode_backend(device, case.get("cudnn_decode")):
-            model.generate(torch.cat([prompt, first], dim=1), past_key_values=cache, max_new_tokens=new,
+            model.generate(torch.cat([input_ids[:, :n], first], dim=1), past_key_values=cache, max_new_tokens=new,
                            min_new_tokens=new, streamer=clock, **gen)
         _sync(device)
         return clock.times[1:]  # one per new token
 
     warm_len = _warmup_length(case, device)
+    extra: dict[str, Any] = {}
     with torch.no_grad():
         if warm_len:
-            out = model(input_ids=input_ids[:, :warm_len], use_cache=True, logits_to_keep=1)
-            decode(out.logits, out.past_key_values, input_ids[:, :warm_len], warm_steps + 2)
-            del out
+            first, cache = prefill(warm_len)
+            loop(first, cache, warm_len, warm_steps + 1)
+            del first, cache
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         with PeakMemory(device) as prefill_mem:
             _sync(device)
             start = time.perf_counter()
-            out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+            first, cache = prefill(len(ids))
             _sync(device)
             prefill_seconds = time.perf_counter() - start
-        cache, logits = out.past_key_values, out.logits
-        del out
         kv_bytes = _cache_bytes(cache)
         with PeakMemory(device) as decode_mem:
-            stamps = decode(logits, cache, input_ids, warm_steps + timed + 1)
+            stamps = loop(first, cache, len(ids), warm_steps + timed + 1)
+        kv_decode = _cache_bytes(cache)
+        if case.get("generate"):
+            del cache
+            first, cache = prefill(len(ids))
+            gstamps = generate(first, cache, len(ids), warm_steps + timed + 1)
+            extra["generate_ms_per_token"] = (gstamps[warm_steps + timed] - gstamps[warm_steps]) / timed * 1e3
     return {
         **_common(case, lm, ids), "method": "plain transformers", "method_spec": "transformers",
-        "method_kind": "baseline", "budget": "full", "chunk_size": None, "decode_mode": "generate",
+        "method_kind": "baseline", "budget": "full", "chunk_size": None, "decode_mode": "greedy loop",
         "prefill_seconds": prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_bytes, "kv_allocated_bytes": kv_bytes,
-        "kv_decode_bytes": _cache_bytes(cache),
+        "kv_decode_bytes": kv_decode,
         "decode_ms_per_token": (stamps[warm_steps + timed] - stamps[warm_steps]) / timed * 1e3,
         "attention": {"prefill": f"transformers {model.config._attn_implementation}",
-                      "decode": f"transformers {model.config._attn_implementation} (DynamicCache)"},
-        "warmup_length": warm_len,
+                      "decode": f"transformers {model.config._attn_implementation} (DynamicCache, no mask)"},
+        "warmup_length": warm_len, **extra,
     }
 
 

@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
                    help="kvlab decoding path (auto: CUDA graphs on GPU, eager on CPU)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the plain-transformers baseline row")
+    p.add_argument("--baseline-generate", action="store_true",
+                   help="also time the baseline's decoding through model.generate() (slow at long lengths: it "
+                   "builds an attention mask every step); the baseline's figure is a plain greedy loop")
     p.add_argument("--cudnn-decode", action="store_true",
                    help="keep cuDNN SDPA on while decoding (off by default: it re-plans at every new length)")
     p.add_argument("--warmup", default="auto", choices=("auto", "full", "short", "none"),
@@ -69,11 +72,30 @@ def config_from_args(args: argparse.Namespace):
     Budget.parse(args.budget)
     if args.decode_tokens < 1 or args.warmup_steps < 0:
         raise KvlabError("--decode-tokens must be >= 1 and --warmup-steps >= 0")
-    return BenchConfig(model=model, lengths=parse_lengths(args.lengths), methods=methods, budget=args.budget,
+    lengths = parse_lengths(args.lengths)
+    if args.random_weights:
+        from kvlab.models import shapes
+
+        check_lengths_fit(lengths, args.warmup_steps + args.decode_tokens + 2,
+                          shapes.config_for(args.random_weights).max_position_embeddings, model)
+    return BenchConfig(model=model, lengths=lengths, methods=methods, budget=args.budget,
                        chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
                        decode_mode=args.decode_mode, baseline=args.baseline, device=args.device, dtype=args.dtype,
                        cudnn_decode=args.cudnn_decode, warmup=args.warmup, threads=args.threads,
-                       timeout=args.timeout)
+                       timeout=args.timeout, baseline_generate=args.baseline_generate)
+
+
+def check_lengths_fit(lengths: list[int], generated: int, window: int | None, model: str) -> None:
+    """Fail before any case runs when a prompt plus the tokens a case generates exceed the window."""
+    if not window:
+        return
+    bad = [n for n in lengths if n + generated > window]
+    if bad:
+        raise KvlabError(
+            f"{model} has a window of {window} positions and each case generates {generated} tokens "
+            f"(warm-up + decode + 2), so prompts of {', '.join(map(str, bad))} tokens do not fit: use at most "
+            f"{window - generated} (e.g. --lengths {window - generated}) or fewer --decode-tokens"
+        )
 
 
 def _write_json(path: str, result) -> None:

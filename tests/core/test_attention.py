@@ -1,0 +1,64 @@
+"""The attention kernels agree with a dense softmax reference written from the definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kvlab.attention import DECODE_SPLIT, decode_attention, masked_attention, sdpa_attention, weighted_values
+
+
+def reference(query, key, value, key_pos, query_pos, scaling, window=None):
+    """Dense float64 attention over the allowed pairs (causal, window, empty slots)."""
+    group = query.shape[1] // key.shape[1]
+    k = key.repeat_interleave(group, 1).double()
+    v = value.repeat_interleave(group, 1).double()
+    kp = key_pos.repeat_interleave(group, 1).unsqueeze(2)  # (B, Hq, 1, L)
+    qp = query_pos.view(1, 1, -1, 1)
+    ok = (kp >= 0) & (kp <= qp)
+    if window is not None:
+        ok &= qp - kp < window
+    scores = (query.double() @ k.transpose(-1, -2)) * scaling
+    return torch.softmax(scores.masked_fill(~ok, float("-inf")), -1) @ v
+
+
+def layout(hq, hkv, length, q, holes=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(1, hq, q, 32, generator=g)
+    key = torch.randn(1, hkv, length, 32, generator=g)
+    value = torch.randn(1, hkv, length, 32, generator=g)
+    key_pos = torch.arange(length).expand(1, hkv, length).clone()
+    if holes:
+        drop = torch.rand(1, hkv, length - q, generator=g) < holes
+        key_pos[..., : length - q] = key_pos[..., : length - q].masked_fill(drop, -1)
+    return query, key, value, key_pos, torch.arange(length - q, length)
+
+
+@pytest.mark.parametrize("length", [7, DECODE_SPLIT * 2, DECODE_SPLIT * 3 + 517])
+@pytest.mark.parametrize("window", [None, 900])
+def test_decode_attention_equals_reference(length, window):
+    """One query over a long cache with empty slots: split-K reduction included (>= 2 pieces)."""
+    query, key, value, key_pos, query_pos = layout(8, 2, length, 1, holes=0.3)
+    out, mass = decode_attention(query, key, value, key_pos, query_pos, 0.2, window)
+    ref = reference(query, key, value, key_pos, query_pos, 0.2, window)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    assert mass.shape == (1, 2, length)
+    torch.testing.assert_close(mass.sum(-1), torch.full((1, 2), 4.0), atol=1e-4, rtol=0)  # 4 heads per group
+
+
+def test_weighted_values_splits_without_copying_the_cache():
+    """The value reduction reads views of the (capacity-sized) buffer, pieces plus remainder."""
+    buffer = torch.randn(1, 2, DECODE_SPLIT * 4, 16)
+    value = buffer[:, :, : DECODE_SPLIT * 2 + 5]  # a cache view, as KVLayer hands out
+    probs = torch.softmax(torch.randn(1, 2, 3, value.shape[2]), -1)
+    torch.testing.assert_close(weighted_values(probs, value), probs @ value, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("older,q", [(0, 40), (60, 40), (100, 1)])
+def test_sdpa_and_masked_attention_equal_reference(older, q):
+    query, key, value, key_pos, query_pos = layout(6, 2, older + q, q)
+    ref = reference(query, key, value, key_pos, query_pos, 0.3)
+    torch.testing.assert_close(sdpa_attention(query, key, value, 0.3).double(), ref, atol=1e-5, rtol=1e-5)
+    out, mass = masked_attention(query, key, value, key_pos, query_pos, 0.3, want_key_mass=True)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mass.sum(-1), torch.full((1, 2), 3.0 * q), atol=1e-3, rtol=0)
