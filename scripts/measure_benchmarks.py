@@ -42,11 +42,13 @@ def parse_method(text: str) -> tuple[str, str | None]:
 
 
 def cells(args) -> list[dict]:
+    from kvlab.bench.runner import parse_lengths
+
     out = []
     methods = [parse_method(m) for m in args.methods.split(",")]
     for part in args.parts.split(","):
         if part == "grid":
-            for length in map(int, args.grid_lengths.split(",")):
+            for length in parse_lengths(args.grid_lengths):
                 for method, budget in methods:
                     for mode in MODES:
                         out.append({"part": part, "task": "niah/single", "params": {"depths": args.depths}, "length": length,

@@ -158,7 +158,7 @@ class State:
             )
         else:
             out = sdpa_attention(query, key, value, scaling)
-        self._after_attention(layer_idx, layer, query, query_pos, scaling, window, key_mass)
+        self.compress_layer(layer_idx, layer, query, query_pos, scaling, window, key_mass)
         return out.transpose(1, 2).contiguous(), None
 
     def _layer(self, layer_idx: int, key, value, q_len: int, window: int | None):
@@ -184,7 +184,10 @@ class State:
             phase=self.phase, layer=layer, capacity=capacity, key_mass=key_mass,
         )
 
-    def _after_attention(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
+    def compress_layer(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
+        """After a layer's attention: let the method observe, drop tokens out of a sliding window, and
+        evict a layer over its capacity to the method's selection (while the prompt is prefilled, or
+        at every step for decode-time methods). :mod:`kvlab.shared_prefill` replays exactly this."""
         method = self.method
         foreign_sliding = isinstance(layer, ForeignLayer) and layer.sliding_window is not None
         evict = method.compresses and (self.phase == "context" or method.evicts_during_decode)

@@ -22,6 +22,7 @@ import torch
 
 from kvlab.cache import BudgetCache
 from kvlab.errors import KvlabError
+from kvlab.models import hf_compat
 
 DECODE_MODES = ("auto", "eager", "static", "graph")
 
@@ -45,8 +46,8 @@ class EagerStep:
     def __call__(self, token: int) -> torch.Tensor:
         ids = torch.tensor([[token]], device=self.device)
         pos = torch.tensor([[self.cache.get_seq_length()]], device=self.device)
-        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **hf_compat.cache_kwargs(self.model, self.cache))
         return out.logits[0, -1]
 
     def finish(self) -> None:
@@ -72,8 +73,8 @@ class StaticStep:
         self.next_pos = cache.get_seq_length()
 
     def forward(self) -> torch.Tensor:
-        out = self.model(input_ids=self.ids, position_ids=self.pos, past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(input_ids=self.ids, position_ids=self.pos, use_cache=True, logits_to_keep=1,
+                         **hf_compat.cache_kwargs(self.model, self.cache))
         return out.logits[0, -1]
 
     def __call__(self, token: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from kvlab.cache import BudgetCache
 from kvlab.decoding import make_step
 from kvlab.errors import KvlabError, PromptTooLongError
 from kvlab.methods import Method, get_method
+from kvlab.models import hf_compat
 from kvlab.models.loading import LoadedModel
 from kvlab.prompting import ChatPolicy, PromptParts, RenderedPrompt, render
 from kvlab.sampling import Sampler, SamplingParams, TextAssembler
@@ -120,8 +121,8 @@ def _forward(model, ids: Sequence[int], cache: BudgetCache, device, all_logits: 
     input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)
     start = cache.get_seq_length()
     position_ids = torch.arange(start, start + input_ids.shape[1], device=device).unsqueeze(0)
-    out = model(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True,
-                logits_to_keep=0 if all_logits else 1)
+    out = model(input_ids=input_ids, position_ids=position_ids, use_cache=True,
+                logits_to_keep=0 if all_logits else 1, **hf_compat.cache_kwargs(model, cache))
     return out.logits[0]
 
 
@@ -268,12 +269,14 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     decode: str = "auto",
+    prefill: Callable[..., PrefilledContext] | None = None,
 ) -> Generation:
     """Generate under ``method`` and ``budget``: the context is compressed before the question is seen.
 
     ``prompt`` is the context text (with ``question`` appended after compression, on a paragraph of
     its own), a :class:`PromptParts`, or an already rendered prompt. Returns text and
-    :class:`GenerationStats`.
+    :class:`GenerationStats`. ``prefill`` replaces :func:`prefill_context` (same signature), e.g.
+    :meth:`kvlab.shared_prefill.PrefillMemo.prefill` in sweeps.
     """
     method = get_method(method)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -290,8 +293,11 @@ def generate(
         rendered = render(loaded.tokenizer, parts, chat)
     check_fits(loaded, rendered.num_tokens, max_new_tokens, method)
     extra = len(rendered.suffix_ids) + (max_new_tokens if not method.evicts_during_decode else 1)
-    prefilled = prefill_context(loaded, rendered.context_ids, method, budget, chunk_size,
-                                reserve_extra=extra, on_chunk=on_chunk)
+    if prefill is None:
+        prefilled = prefill_context(loaded, rendered.context_ids, method, budget, chunk_size,
+                                    reserve_extra=extra, on_chunk=on_chunk)
+    else:
+        prefilled = prefill(loaded, rendered.context_ids, method, budget, chunk_size, reserve_extra=extra)
     return continue_generation(prefilled, rendered.suffix_ids, sampling, on_text=on_text,
                                should_stop=should_stop, decode=decode)
 

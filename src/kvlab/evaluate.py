@@ -31,6 +31,7 @@ from kvlab.methods import Method, get_method
 from kvlab.models.loading import LoadedModel
 from kvlab.prompting import render
 from kvlab.sampling import SamplingParams
+from kvlab.shared_prefill import PrefillMemo
 from kvlab.tasks.base import MODES, Sample, Task
 
 
@@ -71,23 +72,29 @@ def run_sample(
     mode: str = "query_aware",
     chat: str = "template",
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    memo: PrefillMemo | None = None,
 ) -> list[QueryResult]:
-    """Answer every query of ``sample`` under ``method``/``budget`` (greedy) and score it."""
+    """Answer every query of ``sample`` under ``method``/``budget`` (greedy) and score it.
+
+    With ``memo``, a context this sweep already prefilled is compressed from its recording instead
+    of running the model again (same results; see :mod:`kvlab.shared_prefill`).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     method = get_method(method)
+    prefill = memo.prefill if memo is not None else prefill_context
     results = []
     if mode == "query_aware":
         for qi, query in enumerate(sample.queries):
             rendered = render(lm.tokenizer, sample.parts(query, mode), chat)
             gen = generate(lm, rendered, method=method, budget=budget, chunk_size=chunk_size,
-                           max_new_tokens=query.max_new_tokens)
+                           max_new_tokens=query.max_new_tokens, prefill=prefill)
             results.append(_result(task, sample, qi, mode, gen, rendered.ids))
         return results
     # query-agnostic: one compressed context, every query from a copy of it
     first = render(lm.tokenizer, sample.parts(sample.queries[0], mode), chat)
     longest = max(q.max_new_tokens for q in sample.queries)
-    prefilled = prefill_context(lm, first.context_ids, method, budget, chunk_size, reserve_extra=longest + 256)
+    prefilled = prefill(lm, first.context_ids, method, budget, chunk_size, reserve_extra=longest + 256)
     for qi, query in enumerate(sample.queries):
         rendered = render(lm.tokenizer, sample.parts(query, mode), chat)
         gen = continue_generation(prefilled, rendered.suffix_ids, SamplingParams(max_new_tokens=query.max_new_tokens),

@@ -15,6 +15,7 @@ from kvlab.bench.measure import PeakMemory, copy_bandwidth
 from kvlab.bench.worker import run_case, weight_bytes
 from kvlab.cli.bench import config_from_args, split_methods
 from kvlab.errors import KvlabError, UnknownNameError
+from kvlab.models import hf_compat
 
 TINY = "random:tiny-llama"
 
@@ -123,7 +124,7 @@ def test_baseline_greedy_loop_decodes_what_generate_decodes(tiny_llama):
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         first = out.logits[:, -1:].argmax(-1)
-        cache = out.past_key_values
+        cache = hf_compat.output_cache(out)
         tokens = [int(first)]
         # the loop returns timestamps; read the tokens back from the cache-extended argmax chain
         original = model.forward

@@ -156,3 +156,20 @@ def test_perplexity_cells_store_one_window_per_sample_and_report_lower_is_better
     blocks, _ = report_blocks(data, "t", plots=False)
     tables = [b[1] for b in blocks if b[0] == "table" and b[1].title.startswith("perplexity")]
     assert "lower is better" in tables[0].note
+
+
+def test_shared_prefill_writes_the_rows_a_direct_sweep_writes(tmp_path):
+    """Methods and budgets of one context compress one recorded forward: same predictions, scores,
+    kept tokens and bytes as when every cell prefills itself."""
+    shared, direct = tmp_path / "shared.db", tmp_path / "direct.db"
+    config = resolve({**SWEEP, "methods": ["snapkv", "streaming_llm", "h2o", "knorm"]}, {"db": str(shared)})
+    summaries = []
+    for db, share in ((shared, True), (direct, False)):
+        with ResultStore(db) as store:
+            summaries.append(run_sweep(config, store, load=tiny_model, progress=False, log=lambda _: None,
+                                       share_prefill=share))
+    assert rows(shared) == rows(direct) and len(rows(shared)) == (2 + 4 * 2 * 2) * 2 * 2
+    # per mode x sample x question-context: snapkv/streaming/knorm share one forward, h2o (attention mass)
+    # another; aware mode has one context per question, agnostic one per sample
+    assert summaries[0].prefills_replayed > summaries[0].prefills_recorded > 0
+    assert summaries[1].prefills_recorded == summaries[1].prefills_replayed == 0

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from kvlab.bench.measure import PeakMemory, attention_backends, copy_bandwidth, device_info
+from kvlab.models import hf_compat
 
 MARKER = "KVLAB_BENCH_RESULT "
 SHORT_WARMUP = 256
@@ -183,7 +184,8 @@ def _greedy_loop(model, cache, first: torch.Tensor, start: int, steps: int, devi
     token, stamps = first, []
     for i in range(steps):
         pos = torch.tensor([[start + i]], device=device)
-        out = model(input_ids=token, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=token, position_ids=pos, use_cache=True, logits_to_keep=1,
+                    **hf_compat.cache_kwargs(model, cache))
         token = out.logits[:, -1:].argmax(-1)
         token.item()
         stamps.append(time.perf_counter())
@@ -208,7 +210,7 @@ def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
 
     def prefill(n: int):
         out = model(input_ids=input_ids[:, :n], use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1:].argmax(-1), out.past_key_values
+        return out.logits[:, -1:].argmax(-1), hf_compat.output_cache(out)
 
     def loop(first, cache, n: int, steps: int) -> list[float]:
         with _decode_backend(device, case.get("cudnn_decode")):
@@ -217,8 +219,8 @@ def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
     def generate(first, cache, n: int, new: int) -> list[float]:
         clock = _Clock()
         with _decode_backend(device, case.get("cudnn_decode")):
-            model.generate(torch.cat([input_ids[:, :n], first], dim=1), past_key_values=cache, max_new_tokens=new,
-                           min_new_tokens=new, streamer=clock, **gen)
+            model.generate(torch.cat([input_ids[:, :n], first], dim=1), max_new_tokens=new, min_new_tokens=new,
+                           streamer=clock, **gen, **hf_compat.cache_kwargs(model, cache))
         _sync(device)
         return clock.times[1:]  # one per new token
 

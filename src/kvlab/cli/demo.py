@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         summary = run_sweep(config, store, command="kvlab demo")
         table = effective_table(load(store))
     print(f"{summary.cells} cells ({summary.already_done} already done), ran {summary.ran}, "
-          f"failed {len(summary.failed)} in {summary.seconds:.0f} s")
+          f"failed {len(summary.failed)} in {summary.seconds:.0f} s; {summary.prefills_recorded} contexts run "
+          f"through the model, {summary.prefills_replayed} compressions replayed from them")
     width = shutil.get_terminal_size((100, 20)).columns
     print("effective budget (smallest budget keeping >= 95% of the full-cache score, 95% interval):")
     for row in table.rows:

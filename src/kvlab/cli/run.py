@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("--db", help="the SQLite result store (default: results.db)")
     p.add_argument("--name", help="a label for this sweep, kept in the provenance")
     p.add_argument("--no-reference", action="store_true", help="do not add the full-cache reference cells")
+    p.add_argument("--no-share-prefill", dest="share_prefill", action="store_false",
+                   help="prefill every cell's contexts itself (by default, methods and budgets of one context "
+                   "compress one recorded forward when the context fits in one chunk: same results, faster)")
     p.add_argument("--dry-run", action="store_true", help="print the cells and their stored samples; run nothing")
     p.add_argument("--report", metavar="DIR", help="write the report to DIR when the sweep ends")
     p.set_defaults(func=run)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with ResultStore(config.db) as store:
         try:
-            summary = run_sweep(config, store, command=shlex.join(sys.argv))
+            summary = run_sweep(config, store, command=shlex.join(sys.argv), share_prefill=args.share_prefill)
         except KeyboardInterrupt:
             print(f"\nkvlab: interrupted; every finished sample is in {config.db}: run the same command again to "
                   "resume", file=sys.stderr)
@@ -103,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary.cells} cells ({summary.already_done} already done): ran {summary.ran}, "
           f"failed {len(summary.failed)}; wrote {summary.samples_written} query rows in {summary.seconds:.0f} s "
           f"-> {config.db}")
+    if summary.prefills_replayed:
+        print(f"shared prefill: {summary.prefills_recorded} contexts run through the model, "
+              f"{summary.prefills_replayed} compressions replayed from them (--no-share-prefill to disable)")
     for _, label, error in summary.failed:
         print(f"  failed: {label}: {error}")
     if args.report:

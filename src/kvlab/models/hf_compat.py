@@ -8,6 +8,8 @@ at import time; no module is patched; no hook is registered.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -81,3 +83,22 @@ def _drop_registration_if_idle() -> None:
 
     if not _active:
         AttentionInterface._global_mapping.pop(ATTN_NAME, None)
+
+
+@functools.cache
+def _cache_param(model_type: type) -> str:
+    """The forward argument that takes the KV cache: ``cache`` from transformers 5.2x on
+    (``past_key_values`` is deprecated there, to be removed in 5.40), ``past_key_values`` before."""
+    params = inspect.signature(model_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for ``model(...)`` / ``model.generate(...)`` under this transformers version."""
+    return {_cache_param(type(model)): cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The cache a forward returned (``output.cache`` or, before the rename, ``output.past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
