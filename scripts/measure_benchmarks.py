@@ -15,7 +15,10 @@ Every cell (task x length x method x mode) records its summary, per-depth scores
 a depth, the wall time it took, and each query's full record. The JSON file is rewritten after
 every cell, so an interrupted run keeps what it finished. ``--resume`` skips finished cells and
 *extends* cells run with a smaller ``n``: sample ``i`` does not depend on ``n``, so only the missing
-samples run (the cell's ``seconds`` then adds up the runs).
+samples run (the cell's ``seconds`` then adds up the runs). Cells of one length and mode share each
+context's forward (:mod:`kvlab.shared_prefill`, contexts up to one 4096-token chunk): the first
+method of the group pays for it in ``seconds``, the others only for compression and decoding;
+every sample's ``prefill_seconds`` still reports what a direct prefill costs.
 Run long measurements at low priority, e.g.::
 
     nice -n 10 .venv/bin/python scripts/measure_benchmarks.py --out bench/results/benchmarks_cpu.json
@@ -49,19 +52,20 @@ def cells(args) -> list[dict]:
     for part in args.parts.split(","):
         if part == "grid":
             for length in parse_lengths(args.grid_lengths):
-                for method, budget in methods:
-                    for mode in MODES:
-                        out.append({"part": part, "task": "niah/single", "params": {"depths": args.depths}, "length": length,
-                                "n": args.grid_n, "method": method, "budget": budget, "mode": mode})
+                for mode in MODES:  # methods innermost: they share each context's recorded prefill
+                    for method, budget in methods:
+                        out.append({"part": part, "task": "niah/single", "params": {"depths": args.depths},
+                                    "length": length, "n": args.grid_n, "method": method, "budget": budget,
+                                    "mode": mode})
         elif part == "ruler":
             for task in RULER_SYNTHETIC:
                 out.append({"part": part, "task": f"ruler/{task}", "params": {}, "length": args.ruler_length,
                         "n": args.ruler_n, "method": "full", "budget": None, "mode": "query_aware"})
         elif part == "shared":
-            for method, budget in methods:
-                for mode in MODES:
+            for mode in MODES:
+                for method, budget in methods:
                     out.append({"part": part, "task": "shared/multikey", "params": {}, "length": args.shared_length,
-                            "n": args.shared_n, "method": method, "budget": budget, "mode": mode})
+                                "n": args.shared_n, "method": method, "budget": budget, "mode": mode})
         else:
             sys.exit(f"unknown part '{part}': use grid, ruler, shared")
     return out
@@ -119,6 +123,9 @@ def main() -> int:
         doc["command"] = json.loads(out.read_text()).get("command", "") + " ; resumed: " + doc["command"]
     from kvlab.evaluate import QueryResult
 
+    from kvlab.shared_prefill import PrefillMemo
+
+    memo = PrefillMemo(max_bytes=6 << 30)  # a context's forward is shared by the methods that follow it
     todo = [c for c in cells(args) if key(c) not in done or done[key(c)]["summary"]["samples"] < c["n"]]
     started = time.time()
     for cell in todo:
@@ -132,7 +139,8 @@ def main() -> int:
         gen_seconds = time.perf_counter() - t0
         results = list(old)
         for sample in tqdm(samples, desc=label, file=sys.stderr, leave=False):
-            results += run_sample(lm, task, sample, cell["method"], cell["budget"], mode=cell["mode"], chat=args.chat)
+            results += run_sample(lm, task, sample, cell["method"], cell["budget"], mode=cell["mode"], chat=args.chat,
+                                  memo=memo)
         seconds = time.perf_counter() - t0 + (previous["seconds"] if old else 0.0)
         record = {
             "cell": cell, "summary": summarize(results), "seconds": round(seconds, 1),
