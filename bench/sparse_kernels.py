@@ -128,9 +128,6 @@ def measure(shape: str, length: int, device: torch.device, repeats: int, methods
     for r in rows:
         if best and "ms" in r:
             r["speedup_vs_best_dense"] = round(best / r["ms"], 2)
-    del query, key, value
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 
@@ -153,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for length in parse_lengths(args.lengths):
         rows += measure(args.shape, length, device, args.repeats, methods)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # this length's tensors are gone with measure()'s frame
     result = {"shape": args.shape, "device": str(device), "torch": torch.__version__,
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "rows": rows}
     text = json.dumps(result, indent=1)

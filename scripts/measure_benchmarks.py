@@ -58,7 +58,7 @@ def cells(args) -> list[dict]:
                                     "length": length, "n": args.grid_n, "method": method, "budget": budget,
                                     "mode": mode})
         elif part == "ruler":
-            for task in RULER_SYNTHETIC:
+            for task in (args.ruler_tasks.split(",") if args.ruler_tasks else RULER_SYNTHETIC):
                 out.append({"part": part, "task": f"ruler/{task}", "params": {}, "length": args.ruler_length,
                         "n": args.ruler_n, "method": "full", "budget": None, "mode": "query_aware"})
         elif part == "shared":
@@ -88,6 +88,11 @@ def main() -> int:
     p.add_argument("--grid-n", type=int, default=10)
     p.add_argument("--ruler-length", type=int, default=4096)
     p.add_argument("--ruler-n", type=int, default=20)
+    p.add_argument("--ruler-tasks", default="", help="comma-separated subset of the 11 synthetic tasks "
+                   "(default: all), e.g. to split a run over processes that each write their own --out")
+    p.add_argument("--chunk-size", default="4096",
+                   help="prefill chunk size, or 'none' for one pass (single-chunk contexts share one recorded "
+                        "forward across methods; default: %(default)s)")
     p.add_argument("--shared-length", type=int, default=4096)
     p.add_argument("--shared-n", type=int, default=10)
     p.add_argument("--seed", type=int, default=42)
@@ -104,6 +109,7 @@ def main() -> int:
     from kvlab.models import load_model
     from kvlab.tasks import get_task
 
+    chunk_size = None if args.chunk_size.lower() == "none" else int(args.chunk_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
@@ -117,7 +123,7 @@ def main() -> int:
                   f"torch threads {torch.get_num_threads()}",
         "model": lm.name, "dtype": str(lm.spec.dtype) if hasattr(lm.spec, "dtype") else "float32",
         "versions": {"kvlab": kvlab.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "seed": args.seed, "chat": args.chat, "cells": list(done.values()),
+        "seed": args.seed, "chat": args.chat, "chunk_size": chunk_size, "cells": list(done.values()),
     }
     if done:
         doc["command"] = json.loads(out.read_text()).get("command", "") + " ; resumed: " + doc["command"]
@@ -140,10 +146,10 @@ def main() -> int:
         results = list(old)
         for sample in tqdm(samples, desc=label, file=sys.stderr, leave=False):
             results += run_sample(lm, task, sample, cell["method"], cell["budget"], mode=cell["mode"], chat=args.chat,
-                                  memo=memo)
+                                  chunk_size=chunk_size, memo=memo)
         seconds = time.perf_counter() - t0 + (previous["seconds"] if old else 0.0)
         record = {
-            "cell": cell, "summary": summarize(results), "seconds": round(seconds, 1),
+            "cell": cell, "chunk_size": chunk_size, "summary": summarize(results), "seconds": round(seconds, 1),
             "generation_seconds": round(gen_seconds, 2),
             "by_depth": scores_by(results, "depth") if any("depth" in r.metadata for r in results) else None,
             "queries": [{"sample": r.sample_index, "query": r.query_index, "score": r.score,
