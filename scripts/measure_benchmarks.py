@@ -90,6 +90,9 @@ def main() -> int:
     p.add_argument("--ruler-n", type=int, default=20)
     p.add_argument("--ruler-tasks", default="", help="comma-separated subset of the 11 synthetic tasks "
                    "(default: all), e.g. to split a run over processes that each write their own --out")
+    p.add_argument("--first-sample", type=int, default=0,
+                   help="skip the samples before this index (measured by an earlier run whose file lacks the "
+                        "per-query records --resume needs; scripts/measurement_tables.py merges the two)")
     p.add_argument("--chunk-size", default="4096",
                    help="prefill chunk size, or 'none' for one pass (single-chunk contexts share one recorded "
                         "forward across methods; default: %(default)s)")
@@ -137,11 +140,12 @@ def main() -> int:
     for cell in todo:
         previous = done.get(key(cell))
         old = [QueryResult(**r) for r in previous["records"]] if previous and "records" in previous else []
+        first = previous.get("first_sample", 0) if old else args.first_sample
         have = len({r.sample_index for r in old})
         task = get_task(cell["task"], **cell["params"])
         label = f"{cell['task']} {cell['length']} {cell['method']}@{cell['budget'] or 'full'} {cell['mode']}"
         t0 = time.perf_counter()
-        samples = task.samples(lm.tokenizer, cell["length"], cell["n"], args.seed, args.chat)[have:]
+        samples = task.samples(lm.tokenizer, cell["length"], cell["n"], args.seed, args.chat)[first + have:]
         gen_seconds = time.perf_counter() - t0
         results = list(old)
         for sample in tqdm(samples, desc=label, file=sys.stderr, leave=False):
@@ -149,7 +153,8 @@ def main() -> int:
                                   chunk_size=chunk_size, memo=memo)
         seconds = time.perf_counter() - t0 + (previous["seconds"] if old else 0.0)
         record = {
-            "cell": cell, "chunk_size": chunk_size, "summary": summarize(results), "seconds": round(seconds, 1),
+            "cell": cell, "chunk_size": chunk_size, "first_sample": first,
+            "summary": summarize(results), "seconds": round(seconds, 1),
             "generation_seconds": round(gen_seconds, 2),
             "by_depth": scores_by(results, "depth") if any("depth" in r.metadata for r in results) else None,
             "queries": [{"sample": r.sample_index, "query": r.query_index, "score": r.score,
