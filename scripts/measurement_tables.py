@@ -1,11 +1,12 @@
 """Markdown tables from the JSON files of ``scripts/measure_benchmarks.py``.
 
-    python scripts/measurement_tables.py bench/results/ruler_4k_cpu.json bench/results/needle_grid_cpu.json
+    python scripts/measurement_tables.py bench/results/ruler_4k_cpu/*.json bench/results/needle_grid_cpu.json
 
-Cells from several files are merged (a RULER run split over processes writes one file per part).
-RULER cells become one row per task; needle-grid cells one row per length with a column per
-method and mode (score in percent, with the depths it missed) and the cell's wall time. Scores are
-the files' own; nothing is recomputed here except the sums of times.
+Cells from several files are gathered (a RULER run split over processes writes one file per part),
+and a cell found in several files is merged query by query (see :func:`load_cells`). RULER cells
+become one row per task; needle-grid cells one row per length with a column per method and mode
+(score in percent, with the depths it missed) and the cell's wall time. Score, per-depth scores
+and times are computed from the files' per-query rows, so a merged cell is scored as one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure_benchmarks import key  # noqa: E402  (a cell's identity, as the measuring script resumes it)
 
 
 def load_cells(paths: list[str]) -> list[dict]:
@@ -24,9 +28,7 @@ def load_cells(paths: list[str]) -> list[dict]:
     merged: dict[str, dict] = {}
     for path in paths:
         for cell in json.loads(Path(path).read_text())["cells"]:
-            c = cell["cell"]
-            key = f"{c['task']}|{c['length']}|{c['method']}|{c['budget']}|{c['mode']}"
-            into = merged.setdefault(key, {"cell": c, "queries": {}, "parts": []})
+            into = merged.setdefault(key(cell["cell"]), {"cell": cell["cell"], "queries": {}, "parts": []})
             part = {"file": path, "samples": cell["summary"]["samples"], "seconds": cell["seconds"],
                     "first_sample": cell.get("first_sample", 0)}
             into["parts"].append(part)
