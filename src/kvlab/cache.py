@@ -207,9 +207,8 @@ class KVLayer(CacheLayerMixin):
         self._pos.scatter_(2, slot, self.seen_t.expand(b, h, 1))
         for buf in self._extras.values():
             buf.scatter_(2, slot, 0.0)
-        self.seen_t += 1
+        self.seen_t += 1  # the host-side ``seen`` is brought up to date when decoding ends
         self.free += 1
-        self.seen += 1
         return self.keys, self.values
 
     def valid_slots(self) -> int:

@@ -1,6 +1,6 @@
 """Decoding steps: one token in, next-token logits out, under the active method and budget.
 
-Three ways to run a step, same results:
+Four ways to run a step, same results:
 
 * ``eager``: the model's forward on the growing/evicting :class:`~kvlab.cache.BudgetCache` (any
   device; decode-time methods re-select their slots with top-k every step).
@@ -9,6 +9,12 @@ Three ways to run a step, same results:
   empty slots -- no shape changes and no host syncs inside the step.
 * ``graph`` (CUDA): the static step captured once in a CUDA graph and replayed, which removes the
   ~1,500 kernel launches per token that make eager decoding launch-bound on a GPU.
+* ``compiled``: the static step through ``torch.compile`` (``fullgraph=True``, static shapes):
+  inductor fuses the step's small elementwise kernels (norms, RoPE, softmax, the masks) and splits
+  the long reductions of decode attention; on CUDA the compiled step is then captured in a CUDA
+  graph as in ``graph``. The first step compiles (tens of seconds); a cache of another capacity
+  compiles again (torch's recompile limit applies), so non-evicting methods round the capacity
+  up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
 
 A static cache keeps, for decode-time methods, the budget resolved at the end of generation (a
 ratio budget therefore does not grow step by step as in eager mode).
@@ -24,7 +30,8 @@ from kvlab.cache import BudgetCache
 from kvlab.errors import KvlabError
 from kvlab.models import hf_compat
 
-DECODE_MODES = ("auto", "eager", "static", "graph")
+DECODE_MODES = ("auto", "eager", "static", "graph", "compiled")
+CAPACITY_MULTIPLE = 256
 
 
 def resolve_mode(mode: str, device: torch.device) -> str:
@@ -57,6 +64,8 @@ class EagerStep:
 class StaticStep:
     """A fixed-shape decoding step over a static cache (see the module docstring)."""
 
+    capacity_multiple = 1
+
     def __init__(self, model: Any, cache: BudgetCache, device: torch.device, state: Any, max_new_tokens: int):
         self.model, self.cache, self.device = model, cache, device
         method = state.method
@@ -67,14 +76,16 @@ class StaticStep:
                 room = max(0, min(state.capacity(idx, end), layer.length + max_new_tokens) - layer.length)
                 layer.make_static(room + 1)  # the budget plus the slot the next token goes to
             else:
-                layer.make_static(max_new_tokens)
+                layer.make_static(-(-(layer.length + max_new_tokens) // self.capacity_multiple)
+                                  * self.capacity_multiple - layer.length)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.next_pos = cache.get_seq_length()
+        self.cache_kwargs = hf_compat.cache_kwargs(model, cache)
 
     def forward(self) -> torch.Tensor:
         out = self.model(input_ids=self.ids, position_ids=self.pos, use_cache=True, logits_to_keep=1,
-                         **hf_compat.cache_kwargs(self.model, self.cache))
+                         **self.cache_kwargs)
         return out.logits[0, -1]
 
     def __call__(self, token: int) -> torch.Tensor:
@@ -84,7 +95,10 @@ class StaticStep:
         return self.forward()
 
     def finish(self) -> None:
-        """Meter the bytes held after static decoding (the step itself never syncs to count them)."""
+        """Meter the bytes held after static decoding (the step itself never syncs to count them), and
+        bring the host-side token counters up to date (the step counts on the device only)."""
+        for layer in self.cache.layers:
+            layer.seen = int(layer.seen_t)
         meter = self.cache.meter
         held = sum(layer.valid_slots() * layer.slot_bytes for layer in self.cache.layers)
         transient = sum(layer.slot_bytes for layer in self.cache.layers) if self.evicts else 0
@@ -136,6 +150,24 @@ class GraphStep(StaticStep):
                 layer._extras[name].copy_(t)
 
 
+class CompiledStep(GraphStep):
+    """The static step compiled by ``torch.compile``; on CUDA also captured in a CUDA graph."""
+
+    capacity_multiple = CAPACITY_MULTIPLE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compiled = torch.compile(super().forward, fullgraph=True, dynamic=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.compiled()
+
+    def __call__(self, token: int) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return super().__call__(token)
+        return StaticStep.__call__(self, token)
+
+
 def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, state: Any,
               max_new_tokens: int):
     mode = resolve_mode(mode, device)
@@ -143,4 +175,6 @@ def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, s
         return EagerStep(model, cache, device)
     if mode == "static":
         return StaticStep(model, cache, device, state, max_new_tokens)
+    if mode == "compiled":
+        return CompiledStep(model, cache, device, state, max_new_tokens)
     return GraphStep(model, cache, device, state, max_new_tokens)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
-from tinymodels import random_ids
+from tinymodels import make_tiny, random_ids
 from method_matrix import METHOD_CASES
 
 from kvlab.apply import apply
-from kvlab.decoding import make_step
+from kvlab.decoding import CAPACITY_MULTIPLE, make_step
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError
 from kvlab.methods import get_method
@@ -26,9 +28,29 @@ def run(lm, name, mode, budget=30, new=16):
 
 @pytest.mark.parametrize("name", EXACT)
 def test_static_decoding_matches_eager(tiny, name):
-    eager, _ = run(tiny, name, "eager")
-    static, _ = run(tiny, name, "static")
+    eager, eager_cache = run(tiny, name, "eager")
+    static, static_cache = run(tiny, name, "static")
     assert static.token_ids == eager.token_ids
+    # the step counts tokens on the device; the host counter is right again once decoding ends
+    assert static_cache.get_seq_length() == eager_cache.get_seq_length() == 70 + 3 + 15
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on CPU needs a C compiler")
+@pytest.mark.parametrize("arch,name", [("llama", "full"), ("llama", "h2o"), ("mistral", "snapkv")])
+def test_compiled_decoding_matches_eager(arch, name):
+    """torch.compile of the static step (inductor) gives the eager tokens, traced as one graph."""
+    from torch._dynamo.utils import counters
+
+    lm = make_tiny(arch)
+    eager, _ = run(lm, name, "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, cache = run(lm, name, "compiled")
+    assert compiled.token_ids == eager.token_ids
+    assert counters["stats"]["unique_graphs"] == 1  # no graph break, no recompile from step to step
+    if not get_method(name).evicts_during_decode:  # capacity rounded up so other lengths reuse the code
+        assert all(layer.length % CAPACITY_MULTIPLE == 0 for layer in cache.layers)
 
 
 @pytest.mark.parametrize("name", [n for n in EXACT if get_method(n).evicts_during_decode])
@@ -62,12 +84,11 @@ def test_graph_mode_needs_cuda(tiny_llama):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["graph", "compiled"])
 @pytest.mark.parametrize("name", ["full", "snapkv", "h2o", "streaming_llm"])
-def test_cuda_graph_decoding_matches_eager(name):
-    from tinymodels import make_tiny
-
+def test_cuda_graph_decoding_matches_eager(name, mode):
     lm = make_tiny("llama")
     lm.model.to("cuda")
     eager, _ = run(lm, name, "eager")
-    graph, _ = run(lm, name, "graph")
+    graph, _ = run(lm, name, mode)
     assert graph.token_ids == eager.token_ids

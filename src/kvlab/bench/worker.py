@@ -154,7 +154,8 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
         "kv_decode_bytes": prefilled.cache.bytes_held, "decode_ms_per_token": seconds / case["decode_tokens"] * 1e3,
         "attention": {"prefill": prefill_attention,
-                      "decode": "sdpa" if mode == "eager" else "kvlab decode_attention (static cache)"},
+                      "decode": "sdpa" if mode == "eager" else
+                      f"kvlab decode_attention (static cache{', torch.compile' if mode == 'compiled' else ''})"},
         "warmup_length": warm_len,
     }
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from kvlab.cli.common import add_model_options, chunk_size
+from kvlab.decoding import DECODE_MODES
 from kvlab.engine import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
 
@@ -32,8 +33,9 @@ def add_parser(subparsers) -> None:
                    help="prefill chunk; 'none' = one pass (default: %(default)s)")
     p.add_argument("--decode-tokens", type=int, default=32, help="timed decoding steps (default: %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed decoding steps first (default: %(default)s)")
-    p.add_argument("--decode-mode", default="auto", choices=("auto", "eager", "static", "graph"),
-                   help="kvlab decoding path (auto: CUDA graphs on GPU, eager on CPU)")
+    p.add_argument("--decode-mode", default="auto", choices=DECODE_MODES,
+                   help="kvlab decoding path: eager, static, graph (CUDA graphs), compiled (torch.compile, "
+                   "compiled during the warm-up steps); auto = graph on GPU, eager on CPU")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the plain-transformers baseline row")
     p.add_argument("--baseline-generate", action="store_true",
@@ -72,6 +74,8 @@ def config_from_args(args: argparse.Namespace):
     Budget.parse(args.budget)
     if args.decode_tokens < 1 or args.warmup_steps < 0:
         raise KvlabError("--decode-tokens must be >= 1 and --warmup-steps >= 0")
+    if args.decode_mode == "compiled" and args.warmup_steps < 1:
+        raise KvlabError("--decode-mode compiled compiles in its first step: use --warmup-steps 1 or more")
     lengths = parse_lengths(args.lengths)
     if args.random_weights:
         from kvlab.models import shapes

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load, progress_bar, read_text
+from kvlab.decoding import DECODE_MODES
 from kvlab.errors import KvlabError
 
 
@@ -29,8 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chat", choices=("template", "none"), default="template",
                    help="wrap the prompt in the model's chat template, or not (default: %(default)s)")
-    p.add_argument("--decode", choices=("auto", "eager", "static", "graph"), default="auto",
-                   help="decoding steps: eager, static (fixed-capacity cache), graph (static + CUDA graphs); "
+    p.add_argument("--decode", choices=DECODE_MODES, default="auto",
+                   help="decoding steps: eager, static (fixed-capacity cache), graph (static + CUDA graphs), "
+                   "compiled (static + torch.compile, + CUDA graphs on a GPU; the first step compiles); "
                    "auto = graph on CUDA, eager on CPU (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)

@@ -3,7 +3,11 @@
 The block lists are built directly from the pattern's block structure
 (:meth:`Pattern.block_need` -> ``BlockMask.from_kv_blocks``), so nothing of size ``q x L`` is ever
 materialised, not even at 128K (``create_block_mask`` would evaluate the mask everywhere). The
-``mask_mod`` is the pattern's exact membership, so a block list only has to be a superset.
+``mask_mod`` is the pattern's exact membership, so a block list only has to be a superset. Blocks
+that hold only allowed pairs (:meth:`Pattern.block_full`, strictly below the causal diagonal, inside
+the held keys and the window) are listed as *full* blocks, which the kernel computes without
+evaluating the ``mask_mod``: with MInference's block diagonals or a long A-shape window most
+computed blocks are full.
 
 Blocks are aligned to absolute positions: queries (and, when the held keys do not start on a
 block boundary, keys) are padded at the front, and the padding rows/columns are masked and dropped.
@@ -119,8 +123,17 @@ def prepare(query, key, value, key_pos, query_pos, window, pattern: Pattern, mem
     need = need & (kb <= qb)  # causal, on aligned blocks
     if window is not None:  # some key of the block within the window of some query of the block
         need = need & ((qb - kb) * BLOCK - (BLOCK - 1) < window)
+    full = pattern.block_full(q_blocks, k_blocks, BLOCK)  # the same part as block_need (VerticalSlash: slash)
+    if full is not None:
+        full = (full if full.dim() == 4 else full.unsqueeze(0)) & need & (kb < qb)
+        full = full & (kb * BLOCK >= p0) & (kb * BLOCK + BLOCK - 1 <= p0 + length - 1)  # no padding, no missing key
+        full = full & (qb * BLOCK >= q0) & (qb * BLOCK + BLOCK <= q_base + n_q)  # no padding query, no partial block
+        if window is not None:  # the farthest pair of the block is within the window
+            full = full & ((qb - kb) * BLOCK + (BLOCK - 1) < window)
+        if not bool(full.any()):
+            full = None
     bounds = torch.tensor([q_base, k_base, qpad, p0, p0 + length - 1], device=query.device)  # no recompiles
-    block_mask = _block_mask(need, n_q, n_k, _mask_mod(member, bounds, window))
+    block_mask = _block_mask(need, n_q, n_k, _mask_mod(member, bounds, window), full)
     return query, key, value, block_mask, qpad
 
 
@@ -168,16 +181,28 @@ def _mask_mod(member, bounds: torch.Tensor, window: int | None):
     return mask_mod
 
 
-def _block_mask(need: torch.Tensor, n_q: int, n_k: int, mask_mod):
-    """``need (B, H, nQ, nK)`` bool -> a BlockMask listing, per query block, the key blocks needed."""
+def _block_mask(need: torch.Tensor, n_q: int, n_k: int, mask_mod, full: torch.Tensor | None = None):
+    """``need (B, H, nQ, nK)`` bool -> a BlockMask listing, per query block, the key blocks needed;
+    those also in ``full`` (broadcastable to ``need``) as full blocks, the others as partial ones."""
     from torch.nn.attention.flex_attention import BlockMask
 
+    if full is not None:
+        full = (full & need).expand_as(need)
+        need = need & ~full
+        full_counts, full_index = _block_list(full)
+    else:
+        full_counts = full_index = None
+    counts, index = _block_list(need)
+    return BlockMask.from_kv_blocks(counts, index, full_counts, full_index, BLOCK_SIZE=BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(n_q, n_k))
+
+
+def _block_list(need: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``need (B, H, nQ, nK)`` bool -> ``(counts (B, H, nQ), indices (B, H, nQ, nK))`` int32, listed first."""
     n_kv = need.shape[-1]
     slots = torch.arange(n_kv, device=need.device, dtype=torch.int32)
-    index = torch.where(need, slots, slots + n_kv).sort(dim=-1).values % n_kv  # listed blocks first
-    counts = need.sum(-1).to(torch.int32)
-    return BlockMask.from_kv_blocks(counts, index.to(torch.int32).contiguous(), BLOCK_SIZE=BLOCK,
-                                    mask_mod=mask_mod, seq_lengths=(n_q, n_k))
+    index = torch.where(need, slots, slots + n_kv).sort(dim=-1).values % n_kv
+    return need.sum(-1).to(torch.int32), index.to(torch.int32).contiguous()
 
 
 def _pad_front(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -14,6 +14,8 @@ Three views of the same set, each used by one implementation:
   superset is fine): what the blocked kernel gathers for one block of queries.
 * :meth:`Pattern.block_need` -- for blocks of ``size`` absolute positions, which (query block, key
   block) pairs hold any member (a superset is fine): flex_attention's block lists.
+* :meth:`Pattern.block_full` -- which block pairs hold *only* members (a subset is fine):
+  flex_attention's full blocks, computed without evaluating the ``mask_mod``.
 
 ``heads`` is the number of pattern heads: None when every head shares the pattern, else the number
 of *query* heads (per-head patterns such as MInference's vertical-slash).
@@ -41,6 +43,10 @@ class Pattern:
     def block_need(self, q_blocks: torch.Tensor, k_blocks: torch.Tensor, size: int) -> torch.Tensor:
         """``q_blocks (nQ,)``, ``k_blocks (nK,)`` absolute block numbers -> bool ``(H or 1, nQ, nK)``."""
         raise NotImplementedError
+
+    def block_full(self, q_blocks: torch.Tensor, k_blocks: torch.Tensor, size: int) -> torch.Tensor | None:
+        """Like :meth:`block_need`, but the pairs whose every element is a member; None = none known."""
+        return None
 
     #: the query block the blocked kernel prefers (VerticalSlash: its own block, so ``needed`` is exact)
     kernel_block: int | None = None
@@ -79,6 +85,13 @@ class SinkWindow(Pattern):
         local = (qb - kb) * size - (size - 1) < self.n_local
         return (sink | local).unsqueeze(0)
 
+    def block_full(self, q_blocks, k_blocks, size):
+        qb, kb = q_blocks.view(-1, 1), k_blocks.view(1, -1)
+        sink = kb * size + size <= self.n_init  # every key of the block is a sink
+        # the farthest pair (qb*size + size - 1, kb*size) is within the window
+        local = (qb - kb) * size + (size - 1) < self.n_local
+        return (sink | local).unsqueeze(0)
+
     def covers(self, span: int) -> bool:
         """Whether every pair at a distance below ``span`` is a member (the pattern is then dense)."""
         return span <= self.n_local
@@ -98,6 +111,14 @@ def range_any(table: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> t
     hi = (last + 1).clamp(0, n).expand(shape).reshape(bsz, heads, -1)
     hi = torch.maximum(hi, lo)
     return (prefix.gather(-1, hi) > prefix.gather(-1, lo)).view(shape)
+
+
+def range_all(table: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Whether ``table[b, h, i]`` is True for every ``i`` in ``[first, last]``; False where the range
+    leaves the table or is empty. Shapes as in :func:`range_any`."""
+    n = table.shape[-1]
+    inside = (first >= 0) & (last < n) & (first <= last)
+    return inside & ~range_any(~table, first, last)
 
 
 def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from kvlab.attention import window_attention_probs
-from kvlab.sparse.patterns import Pattern, range_any
+from kvlab.sparse.patterns import Pattern, range_all, range_any
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +78,13 @@ class VerticalSlash(Pattern):
         r = size // self.block
         t = (q_blocks.view(-1, 1) - k_blocks.view(1, -1)).view(1, 1, len(q_blocks), len(k_blocks))
         return range_any(self.diagonals, r * t - (r - 1), r * t + (r - 1))
+
+    def block_full(self, q_blocks, k_blocks, size):
+        """Blocks every pair of which lies on a kept block diagonal (of the slash part)."""
+        assert size % self.block == 0, "flex blocks must be a multiple of the pattern's block"
+        r = size // self.block
+        t = (q_blocks.view(-1, 1) - k_blocks.view(1, -1)).view(1, 1, len(q_blocks), len(k_blocks))
+        return range_all(self.diagonals, r * t - (r - 1), r * t + (r - 1))
 
     def density(self) -> float:
         """Share of the pattern's block diagonals kept (a rough sparsity figure for logs)."""
