@@ -184,9 +184,10 @@ class KVLayer(CacheLayerMixin):
         decode-time method sets it to the slot it evicts (:func:`kvlab.apply.State`).
         """
         assert not self.static and self.is_initialized
-        b, h, _, d = self._k.shape
-        self._ensure_capacity(b, h, d, self._v.shape[-1], self.length + extra, self._k.dtype, self._k.device)
+        b, h = self._k.shape[:2]
         cap = self.length + extra
+        if self._k.shape[2] != cap:  # exactly `cap` slots: contiguous views, no unread slack (one layer at a time)
+            self._reallocate(cap)
         self._pos[:, :, self.length:cap] = -1
         self._k[:, :, self.length:cap] = 0  # masked slots must not hold NaN garbage (0 * NaN = NaN)
         self._v[:, :, self.length:cap] = 0
@@ -201,12 +202,16 @@ class KVLayer(CacheLayerMixin):
     def _update_static(self, key_states: torch.Tensor, value_states: torch.Tensor):
         b, h, q, d = key_states.shape
         assert q == 1, "static mode decodes one token at a time"
-        slot = self.free.view(b, h, 1)
-        self._k.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, d), key_states)
-        self._v.scatter_(2, slot.unsqueeze(-1).expand(b, h, 1, value_states.shape[-1]), value_states)
-        self._pos.scatter_(2, slot, self.seen_t.expand(b, h, 1))
-        for buf in self._extras.values():
-            buf.scatter_(2, slot, 0.0)
+        # index_put_ through the views attention reads (never through the buffers behind them): under
+        # torch.compile that is done in place, where scatter_ or an aliased buffer copies the cache whole.
+        bi = torch.arange(b, device=key_states.device).view(b, 1)
+        hi = torch.arange(h, device=key_states.device).view(1, h)
+        index = (bi, hi, self.free)
+        self.keys.index_put_(index, key_states[:, :, 0])
+        self.values.index_put_(index, value_states[:, :, 0])
+        self.positions.index_put_(index, self.seen_t.expand(b, h))
+        for buf in self.extras.values():
+            buf.index_put_(index, torch.zeros((), dtype=buf.dtype, device=buf.device).expand(b, h))
         self.seen_t += 1  # the host-side ``seen`` is brought up to date when decoding ends
         self.free += 1
         return self.keys, self.values
@@ -239,7 +244,14 @@ class KVLayer(CacheLayerMixin):
         if self._k is not None and self._k.shape[2] >= needed:
             return
         old = 0 if self._k is None else self._k.shape[2]
-        cap = max(needed, self.reserve, 2 * old, 16)
+        self._reallocate(max(needed, self.reserve, 2 * old, 16), (b, h, d, dv, dtype, device))
+
+    def _reallocate(self, cap: int, layout: tuple | None = None) -> None:
+        """New buffers of ``cap`` slots (``layout = (b, h, d, dv, dtype, device)``, default: the current
+        buffers'), holding the current tokens."""
+        if layout is None:
+            layout = (*self._k.shape[:2], self._k.shape[-1], self._v.shape[-1], self._k.dtype, self._k.device)
+        b, h, d, dv, dtype, device = layout
         k = torch.empty(b, h, cap, d, dtype=dtype, device=device)
         v = torch.empty(b, h, cap, dv, dtype=dtype, device=device)
         pos = torch.full((b, h, cap), -1, dtype=torch.long, device=device)

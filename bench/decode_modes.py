@@ -1,0 +1,115 @@
+"""Decode ms/token of kvlab's decoding paths side by side, on one prefilled cache per method.
+
+For each method the prompt (random token ids, seeded) is prefilled once, chunked and compressed to
+the budget; each decode mode then continues a copy of that cache greedily for ``--tokens`` timed
+steps after ``--warmup`` untimed ones (where ``compiled`` compiles and ``graph`` captures). The
+modes must produce the same tokens (``same_tokens``); the ratio to the device's bandwidth floor
+is computed as in ``kvlab bench`` ((weight bytes read + KV bytes read) / measured copy bandwidth).
+
+    python bench/decode_modes.py --length 4096 --methods full,snapkv --json bench/results/decode_modes_cpu.json
+    python bench/decode_modes.py --model random:llama-3.1-8b --length 131072 --modes graph,compiled  # GPU
+
+Modes run in one process, one after another (``kvlab bench`` isolates cases in processes; here
+the point is the same cache and tokens for every mode). On CPU the first ``compiled`` step takes
+tens of seconds (inductor builds C++); it is reported as ``warmup_seconds``, not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from kvlab.apply import apply
+from kvlab.bench.measure import copy_bandwidth, device_info
+from kvlab.bench.worker import _ids, _load, _sync, weight_bytes
+from kvlab.config import parse_length
+from kvlab.decoding import make_step, resolve_mode
+from kvlab.engine import prefill_context
+from kvlab.methods import get_method
+from kvlab.results.provenance import collect
+
+
+def decode(lm, prefilled, method, mode: str, warmup: int, tokens: int) -> dict:
+    device = lm.device
+    cache = prefilled.cache.clone(spare=warmup + tokens + 2)
+    with torch.no_grad(), apply(lm, method, prefilled.budget) as state:
+        state.cache, state.phase, state.prompt_tokens = cache, "append", prefilled.context_tokens
+        step = make_step(mode, lm.model, cache, device, state, warmup + tokens + 1)
+        token = int(prefilled.last_logits.argmax())
+        out = [token]
+        start = time.perf_counter()
+        for _ in range(warmup):
+            token = int(step(token).argmax())
+            out.append(token)
+        _sync(device)
+        warm_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(tokens):
+            token = int(step(token).argmax())
+            out.append(token)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        step.finish()
+    return {"mode": mode, "decode_ms_per_token": seconds / tokens * 1e3, "warmup_seconds": warm_seconds,
+            "kv_decode_bytes": cache.bytes_held, "tokens": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="default", help="as for kvlab bench (default, a path, random:<shape>)")
+    p.add_argument("--length", default="4096", help="prompt tokens (4096, 4k, 128k)")
+    p.add_argument("--methods", default="full,snapkv", help="comma-separated (default: %(default)s)")
+    p.add_argument("--budget", default="10%", help="KV budget of compressing methods (default: %(default)s)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk (default: %(default)s)")
+    p.add_argument("--modes", default=None, help="decode modes (default: eager,static,compiled; + graph on CUDA)")
+    p.add_argument("--tokens", type=int, default=32, help="timed steps (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="write the result here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = _load({"model": args.model})
+    device = lm.device
+    modes = (args.modes or ("eager,static,compiled,graph" if device.type == "cuda" else "eager,static,compiled")).split(",")
+    modes = [resolve_mode(m, device) for m in modes]
+    if "compiled" in modes and args.warmup < 1:
+        p.error("the compiled mode compiles in its first step: use --warmup 1 or more")
+    length = parse_length(args.length)
+    ids = _ids(lm, length, 0)
+    bandwidth = copy_bandwidth(device)
+    _, read = weight_bytes(lm.model)
+    rows = []
+    for name in args.methods.split(","):
+        method = get_method(name)
+        prefilled = prefill_context(lm, ids, method, args.budget, args.chunk_size,
+                                    reserve_extra=args.warmup + args.tokens + 2)
+        first = None
+        for mode in modes:
+            row = decode(lm, prefilled, method, mode, args.warmup, args.tokens)
+            first = first or row["tokens"]
+            floor_ms = (read + row["kv_decode_bytes"]) / (bandwidth["copy_gbps"] * 1e9) * 1e3
+            row.update(method=method.describe(), budget=str(prefilled.budget), length=length,
+                       kv_bytes=prefilled.cache.bytes_held, floor_ms_per_token=floor_ms,
+                       floor_ratio=row["decode_ms_per_token"] / floor_ms, same_tokens=row["tokens"] == first)
+            rows.append(row)
+            print(f"{row['method']:>14} {mode:>9}: {row['decode_ms_per_token']:8.2f} ms/token "
+                  f"({row['floor_ratio']:.2f}x floor {floor_ms:.2f} ms), warm-up {row['warmup_seconds']:.1f} s, "
+                  f"same tokens {row['same_tokens']}", flush=True)
+        del prefilled
+    result = {"what": "decode ms/token per decode mode on one prefilled cache per method", "model": lm.name,
+              "length": length, "budget": args.budget, "chunk_size": args.chunk_size, "tokens": args.tokens,
+              "warmup": args.warmup, "weight_read_bytes": read, "device": device_info(device), **bandwidth,
+              "torch_threads": torch.get_num_threads(), "rows": rows, "provenance": collect(lm)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
