@@ -1,16 +1,17 @@
 """Decode ms/token of kvlab's decoding paths side by side, on one prefilled cache per method.
 
 For each method the prompt (random token ids, seeded) is prefilled once, chunked and compressed to
-the budget; each decode mode then continues a copy of that cache greedily for ``--tokens`` timed
-steps after ``--warmup`` untimed ones (where ``compiled`` compiles and ``graph`` captures). The
+the budget; each decode mode then continues its own copy of that cache greedily: ``--warmup``
+untimed steps (where ``compiled`` compiles and ``graph`` captures), then ``--rounds`` rounds of
+``--tokens`` timed steps with the modes interleaved, median per mode. The
 modes must produce the same tokens (``same_tokens``); the ratio to the device's bandwidth floor
 is computed as in ``kvlab bench`` ((weight bytes read + KV bytes read) / measured copy bandwidth).
 
     python bench/decode_modes.py --length 4096 --methods full,snapkv --json bench/results/decode_modes_cpu.json
     python bench/decode_modes.py --model random:llama-3.1-8b --length 131072 --modes graph,compiled  # GPU
 
-Modes run in one process, one after another (``kvlab bench`` isolates cases in processes; here
-the point is the same cache and tokens for every mode). On CPU the first ``compiled`` step takes
+Modes run in one process (``kvlab bench`` isolates cases in processes; here the point is the same
+cache and tokens for every mode, and interleaving, as a shared machine's speed drifts). On CPU the first ``compiled`` step takes
 tens of seconds (inductor builds C++); it is reported as ``warmup_seconds``, not timed.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -33,29 +35,38 @@ from kvlab.methods import get_method
 from kvlab.results.provenance import collect
 
 
-def decode(lm, prefilled, method, mode: str, warmup: int, tokens: int) -> dict:
+def decode_modes(lm, prefilled, method, modes: list[str], warmup: int, tokens: int, rounds: int) -> list[dict]:
+    """Each mode on its own copy of the prefilled cache; ``rounds`` timed rounds of ``tokens`` steps,
+    the modes interleaved within a round (so a slow spell of the machine hits them all); median."""
     device = lm.device
-    cache = prefilled.cache.clone(spare=warmup + tokens + 2)
+    steps_total = warmup + rounds * tokens
+    caches = {m: prefilled.cache.clone(spare=steps_total + 2) for m in modes}
+    first = int(prefilled.last_logits.argmax())
+    out = {m: {"tokens": [first], "round_ms": []} for m in modes}
     with torch.no_grad(), apply(lm, method, prefilled.budget) as state:
-        state.cache, state.phase, state.prompt_tokens = cache, "append", prefilled.context_tokens
-        step = make_step(mode, lm.model, cache, device, state, warmup + tokens + 1)
-        token = int(prefilled.last_logits.argmax())
-        out = [token]
-        start = time.perf_counter()
-        for _ in range(warmup):
-            token = int(step(token).argmax())
-            out.append(token)
-        _sync(device)
-        warm_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(tokens):
-            token = int(step(token).argmax())
-            out.append(token)
-        _sync(device)
-        seconds = time.perf_counter() - start
-        step.finish()
-    return {"mode": mode, "decode_ms_per_token": seconds / tokens * 1e3, "warmup_seconds": warm_seconds,
-            "kv_decode_bytes": cache.bytes_held, "tokens": out}
+        state.phase, state.prompt_tokens = "append", prefilled.context_tokens
+        steps = {}
+        for m in modes:
+            state.cache = caches[m]
+            steps[m] = make_step(m, lm.model, caches[m], device, state, steps_total + 1)
+            start = time.perf_counter()
+            for _ in range(warmup):
+                out[m]["tokens"].append(int(steps[m](out[m]["tokens"][-1]).argmax()))
+            _sync(device)
+            out[m]["warmup_seconds"] = time.perf_counter() - start
+        for _ in range(rounds):
+            for m in modes:
+                state.cache = caches[m]
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(tokens):
+                    out[m]["tokens"].append(int(steps[m](out[m]["tokens"][-1]).argmax()))
+                _sync(device)
+                out[m]["round_ms"].append((time.perf_counter() - start) / tokens * 1e3)
+        for m in modes:
+            steps[m].finish()
+    return [{"mode": m, "decode_ms_per_token": statistics.median(out[m]["round_ms"]), **out[m],
+             "kv_decode_bytes": caches[m].bytes_held} for m in modes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk (default: %(default)s)")
     p.add_argument("--modes", default=None, help="decode modes (default: eager,static,compiled; + graph on CUDA)")
     p.add_argument("--tokens", type=int, default=32, help="timed steps (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds, modes interleaved (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="write the result here")
@@ -87,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods.split(","):
         method = get_method(name)
         prefilled = prefill_context(lm, ids, method, args.budget, args.chunk_size,
-                                    reserve_extra=args.warmup + args.tokens + 2)
+                                    reserve_extra=args.warmup + args.rounds * args.tokens + 2)
         first = None
-        for mode in modes:
-            row = decode(lm, prefilled, method, mode, args.warmup, args.tokens)
+        for row in decode_modes(lm, prefilled, method, modes, args.warmup, args.tokens, args.rounds):
+            mode = row["mode"]
             first = first or row["tokens"]
             floor_ms = (read + row["kv_decode_bytes"]) / (bandwidth["copy_gbps"] * 1e9) * 1e3
             row.update(method=method.describe(), budget=str(prefilled.budget), length=length,
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         del prefilled
     result = {"what": "decode ms/token per decode mode on one prefilled cache per method", "model": lm.name,
               "length": length, "budget": args.budget, "chunk_size": args.chunk_size, "tokens": args.tokens,
-              "warmup": args.warmup, "weight_read_bytes": read, "device": device_info(device), **bandwidth,
+              "warmup": args.warmup, "rounds": args.rounds, "weight_read_bytes": read, "device": device_info(device), **bandwidth,
               "torch_threads": torch.get_num_threads(), "rows": rows, "provenance": collect(lm)}
     if args.json:
         with open(args.json, "w") as f:

@@ -2,12 +2,13 @@
 # One prepared GPU session (about 9 minutes on an H100/H200): every figure of the performance issue
 # side by side in one run, on a random-weight model of Llama-3.1-8B's shape.
 #
-#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (6 files at most), logs: $OUT/logs.tar.gz
+#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (7 files at most), logs: $OUT/logs.tar.gz
 #
 # 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
 # 1. `kvlab bench` 32K and 130944 tokens (128K less room for the generated tokens: the window is
 #    131072): plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
+# 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph
 # 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
 #    128K, StreamingLLM at 128K -- needs KVPRESS_WHEELS (a folder of wheels: kvpress 0.5.5,
 #    transformers 5.2.0, tokenizers 0.22.2, fire 0.6.0, cachetools, termcolor) and ANCHOR (the
@@ -45,6 +46,13 @@ log "1. kvlab bench, Llama-3.1-8B shape, 32K and 128K"
 timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 32k,130944 \
   --methods full,snapkv,streaming_llm --budget 10% --chunk-size 4096 --decode-tokens 64 --warmup-steps 3 \
   --warmup short --timeout 170 --json "$OUT/bench_8b.json" 2>&1 | tee "$LOGS/bench_8b.log" | grep -v "^ *$" | tail -30
+
+if [ "$(left)" -gt 200 ]; then
+  log "1b. decode paths at 128K, 10% kept: CUDA graph vs torch.compile + CUDA graph, same cache"
+  timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
+    --length 130944 --methods snapkv --modes graph,compiled --tokens 32 --rounds 3 --warmup 3 \
+    --json "$OUT/decode_modes_8b.json" 2>&1 | tee "$LOGS/decode_modes_8b.log" | grep -v "^ *$" | tail -5
+fi
 
 if [ -n "${KVPRESS_WHEELS:-}" ] && [ -n "${ANCHOR:-}" ] && [ "$(left)" -gt 150 ]; then
   log "2. kvpress 0.5.5 on the same shape"

@@ -10,11 +10,12 @@ Four ways to run a step, same results:
 * ``graph`` (CUDA): the static step captured once in a CUDA graph and replayed, which removes the
   ~1,500 kernel launches per token that make eager decoding launch-bound on a GPU.
 * ``compiled``: the static step through ``torch.compile`` (``fullgraph=True``, static shapes):
-  inductor fuses the step's small elementwise kernels (norms, RoPE, softmax, the masks) and splits
-  the long reductions of decode attention; on CUDA the compiled step is then captured in a CUDA
-  graph as in ``graph``. The first step compiles (tens of seconds); a cache of another capacity
-  compiles again (torch's recompile limit applies), so non-evicting methods round the capacity
-  up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
+  inductor fuses the step's small kernels (norms, RoPE, activations, residuals, the cache write);
+  decode attention stays one opaque operator with the eager numerics
+  (:func:`kvlab.attention.decode_attention`). On CUDA the compiled step is then captured in a CUDA
+  graph as in ``graph``. The first step compiles (tens of seconds to minutes); a cache of another
+  capacity compiles again (torch's recompile limit applies), so non-evicting methods round the
+  capacity up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
 
 A static cache keeps, for decode-time methods, the budget resolved at the end of generation (a
 ratio budget therefore does not grow step by step as in eager mode).

@@ -37,20 +37,34 @@ def test_static_decoding_matches_eager(tiny, name):
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler")
-@pytest.mark.parametrize("arch,name", [("llama", "full"), ("llama", "h2o"), ("mistral", "snapkv")])
+@pytest.mark.parametrize("arch,name", [("llama", "h2o"), ("mistral", "snapkv")])  # evicting / growing
 def test_compiled_decoding_matches_eager(arch, name):
     """torch.compile of the static step (inductor) gives the eager tokens, traced as one graph."""
     from torch._dynamo.utils import counters
+
+    from torch._inductor.utils import run_and_get_code
 
     lm = make_tiny(arch)
     eager, _ = run(lm, name, "eager")
     torch._dynamo.reset()
     counters.clear()
-    compiled, cache = run(lm, name, "compiled")
+    (compiled, cache), code = run_and_get_code(lambda: run(lm, name, "compiled"))
     assert compiled.token_ids == eager.token_ids
     assert counters["stats"]["unique_graphs"] == 1  # no graph break, no recompile from step to step
     if not get_method(name).evicts_during_decode:  # capacity rounded up so other lengths reuse the code
         assert all(layer.length % CAPACITY_MULTIPLE == 0 for layer in cache.layers)
+    # the cache is written in place: the generated code never allocates a K/V-sized buffer (a copy)
+    kv_shape = f"(({', '.join(map(str, cache.layers[0].keys.shape))})"
+    allocations = [line for c in code for line in c.splitlines() if "empty_strided" in line and "= " in line]
+    assert allocations, "no generated code captured"
+    assert not [a for a in allocations if kv_shape in a], f"a {kv_shape[1:]} buffer: the step copies the cache"
+
+
+def test_static_buffers_are_exactly_the_static_capacity(tiny_llama):
+    """make_static leaves contiguous buffers of exactly the static capacity (what compiles in place)."""
+    _, cache = run(tiny_llama, "full", "static")
+    for layer in cache.layers:
+        assert layer._k.shape[2] == layer.length and layer.keys.is_contiguous() and layer.positions.is_contiguous()
 
 
 @pytest.mark.parametrize("name", [n for n in EXACT if get_method(n).evicts_during_decode])
