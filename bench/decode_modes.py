@@ -43,26 +43,27 @@ def decode_modes(lm, prefilled, method, modes: list[str], warmup: int, tokens: i
     caches = {m: prefilled.cache.clone(spare=steps_total + 2) for m in modes}
     first = int(prefilled.last_logits.argmax())
     out = {m: {"tokens": [first], "round_ms": []} for m in modes}
+    steps = {}
+
+    def advance(m: str, n: int) -> float:
+        """``n`` greedy steps of mode ``m`` on its own cache; seconds, synchronised."""
+        state.cache = caches[m]
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            out[m]["tokens"].append(int(steps[m](out[m]["tokens"][-1]).argmax()))
+        _sync(device)
+        return time.perf_counter() - start
+
     with torch.no_grad(), apply(lm, method, prefilled.budget) as state:
         state.phase, state.prompt_tokens = "append", prefilled.context_tokens
-        steps = {}
         for m in modes:
             state.cache = caches[m]
             steps[m] = make_step(m, lm.model, caches[m], device, state, steps_total + 1)
-            start = time.perf_counter()
-            for _ in range(warmup):
-                out[m]["tokens"].append(int(steps[m](out[m]["tokens"][-1]).argmax()))
-            _sync(device)
-            out[m]["warmup_seconds"] = time.perf_counter() - start
+            out[m]["warmup_seconds"] = advance(m, warmup)
         for _ in range(rounds):
             for m in modes:
-                state.cache = caches[m]
-                _sync(device)
-                start = time.perf_counter()
-                for _ in range(tokens):
-                    out[m]["tokens"].append(int(steps[m](out[m]["tokens"][-1]).argmax()))
-                _sync(device)
-                out[m]["round_ms"].append((time.perf_counter() - start) / tokens * 1e3)
+                out[m]["round_ms"].append(advance(m, tokens) / tokens * 1e3)
         for m in modes:
             steps[m].finish()
     return [{"mode": m, "decode_ms_per_token": statistics.median(out[m]["round_ms"]), **out[m],

@@ -183,11 +183,11 @@ def _mask_mod(member, bounds: torch.Tensor, window: int | None):
 
 def _block_mask(need: torch.Tensor, n_q: int, n_k: int, mask_mod, full: torch.Tensor | None = None):
     """``need (B, H, nQ, nK)`` bool -> a BlockMask listing, per query block, the key blocks needed;
-    those also in ``full`` (broadcastable to ``need``) as full blocks, the others as partial ones."""
+    those in ``full`` (a subset of ``need``, broadcastable to it) as full blocks, the others as partial."""
     from torch.nn.attention.flex_attention import BlockMask
 
     if full is not None:
-        full = (full & need).expand_as(need)
+        full = full.expand_as(need)
         need = need & ~full
         full_counts, full_index = _block_list(full)
     else:

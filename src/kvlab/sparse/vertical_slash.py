@@ -74,17 +74,18 @@ class VerticalSlash(Pattern):
 
     def block_need(self, q_blocks, k_blocks, size):
         """Block lists of the *slash* part (flex computes the vertical columns separately)."""
-        assert size % self.block == 0, "flex blocks must be a multiple of the pattern's block"
-        r = size // self.block
-        t = (q_blocks.view(-1, 1) - k_blocks.view(1, -1)).view(1, 1, len(q_blocks), len(k_blocks))
-        return range_any(self.diagonals, r * t - (r - 1), r * t + (r - 1))
+        return range_any(self.diagonals, *self._diagonals_crossed(q_blocks, k_blocks, size))
 
     def block_full(self, q_blocks, k_blocks, size):
         """Blocks every pair of which lies on a kept block diagonal (of the slash part)."""
+        return range_all(self.diagonals, *self._diagonals_crossed(q_blocks, k_blocks, size))
+
+    def _diagonals_crossed(self, q_blocks, k_blocks, size):
+        """``(first, last)`` ``(1, 1, nQ, nK)``: the pattern's block diagonals a ``size`` block pair spans."""
         assert size % self.block == 0, "flex blocks must be a multiple of the pattern's block"
         r = size // self.block
         t = (q_blocks.view(-1, 1) - k_blocks.view(1, -1)).view(1, 1, len(q_blocks), len(k_blocks))
-        return range_all(self.diagonals, r * t - (r - 1), r * t + (r - 1))
+        return r * t - (r - 1), r * t + (r - 1)
 
     def density(self) -> float:
         """Share of the pattern's block diagonals kept (a rough sparsity figure for logs)."""
