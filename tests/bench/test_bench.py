@@ -179,6 +179,7 @@ def test_cli_runs_each_case_in_its_own_process(tmp_path):
     data = json.loads(out.read_text())
     (row,) = data["rows"]
     assert row["method"] == "snapkv" and row["memory_method"].startswith("peak RSS") and row["wall_seconds"] > 0
+    assert "MALLOC_MMAP_THRESHOLD_=1048576" in row["memory_method"]  # RSS follows live tensors (runner.py)
     assert data["device"]["copy_gbps"] > 0 and "snapkv" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "bench", "--methods", "nope"],
                          capture_output=True, text=True, timeout=120, check=False)

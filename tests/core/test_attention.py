@@ -62,3 +62,25 @@ def test_sdpa_and_masked_attention_equal_reference(older, q):
     out, mass = masked_attention(query, key, value, key_pos, query_pos, 0.3, want_key_mass=True)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mass.sum(-1), torch.full((1, 2), 3.0 * q), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("hq,hkv", [(6, 2), (4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_after_older_keys_matches_reference(hq, hkv, dtype):
+    """A prefill chunk after older keys (CPU: split into older-keys + own-causal parts merged by
+    log-sum-exp, no q x L mask), grouped and plain heads, fp32 and bf16."""
+    query, key, value, key_pos, query_pos = layout(hq, hkv, 300, 70, seed=3)
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    ref = reference(query, key, value, key_pos, query_pos, 0.3)
+    out = sdpa_attention(query, key, value, 0.3)
+    assert out.dtype == dtype and out.shape == (1, hq, 70, 32)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+
+
+def test_chunk_attention_with_narrower_values_matches_reference():
+    """Value head size != key head size (MLA-like): the CPU chunk path or its masked fallback is exact."""
+    query, key, value, key_pos, query_pos = layout(6, 2, 200, 50, seed=4)
+    value = value[..., :16].contiguous()
+    ref = reference(query, key, value, key_pos, query_pos, 0.3)
+    torch.testing.assert_close(sdpa_attention(query, key, value, 0.3).double(), ref, atol=1e-5, rtol=1e-5)

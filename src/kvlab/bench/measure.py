@@ -71,6 +71,8 @@ class PeakMemory:
         elif _reset_peak_rss() and _status_kib("VmHWM") is not None:
             self.base = rss_bytes()
             self.method = "peak RSS (VmHWM after clear_refs)"
+            if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+                self.method += f", MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']}"
         else:  # pragma: no cover - without /proc/self/clear_refs
             self.base = self.peak = rss_bytes()
             self.method = "peak RSS (sampled every 2 ms)"
