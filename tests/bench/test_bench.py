@@ -104,6 +104,24 @@ def test_kvlab_case_measures_what_it_says(method):
     assert row["attention"]["prefill"].startswith("kvlab")
 
 
+def test_compiled_case_compiles_only_for_the_measured_cache(monkeypatch):
+    """The short CPU warm-up prompt decodes uncompiled: a step compiled for its cache capacity would
+    be thrown away. The steps are run as ``static`` here (same code, no compile time)."""
+    import kvlab.decoding
+
+    built, make_step = [], kvlab.decoding.make_step
+
+    def recording(mode, model, cache, *args, **kw):
+        built.append((mode, cache.get_seq_length()))
+        return make_step("static" if mode == "compiled" else mode, model, cache, *args, **kw)
+
+    monkeypatch.setattr(kvlab.decoding, "make_step", recording)
+    row = run_case(case("kvlab", length=300, chunk_size=128, decode_mode="compiled"))
+    assert "error" not in row, row.get("error")
+    assert row["warmup_length"] == 256 and row["decode_mode"] == "compiled"
+    assert built == [("static", 256), ("compiled", 300)]
+
+
 def test_transformers_case_and_errors():
     row = run_case(case("transformers"))
     assert row["method"] == "plain transformers" and row["kv_bytes"] == row["full_kv_bytes"]
