@@ -2,13 +2,15 @@
 # One prepared GPU session (about 9 minutes on an H100/H200): every figure of the performance issue
 # side by side in one run, on a random-weight model of Llama-3.1-8B's shape.
 #
-#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (7 files at most), logs: $OUT/logs.tar.gz
+#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (9 files at most), logs: $OUT/logs.tar.gz
 #
 # 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
 # 1. `kvlab bench` 32K and 130944 tokens (128K less room for the generated tokens: the window is
 #    131072): plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
 # 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph
+# 1c. chunked-prefill attention per layer (bench/chunk_kernels.py): flash lower-right vs the cuDNN
+#     split of kvlab.chunk_attention vs one pass; then `full` at 128K end to end with the split on
 # 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
 #    128K, StreamingLLM at 128K -- needs KVPRESS_WHEELS (a folder of wheels: kvpress 0.5.5,
 #    transformers 5.2.0, tokenizers 0.22.2, fire 0.6.0, cachetools, termcolor) and ANCHOR (the
@@ -52,6 +54,16 @@ if [ "$(left)" -gt 200 ]; then
   timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
     --length 130944 --methods snapkv --modes graph,compiled --tokens 32 --rounds 3 --warmup 3 \
     --json "$OUT/decode_modes_8b.json" 2>&1 | tee "$LOGS/decode_modes_8b.log" | grep -v "^ *$" | tail -5
+fi
+
+if [ "$(left)" -gt 180 ]; then
+  log "1c. chunked-prefill attention kernels; full at 128K with KVLAB_CUDA_CHUNK_ATTENTION=split"
+  timeout 60 "$PY" bench/chunk_kernels.py --lengths 32k,128k --json "$OUT/chunk_kernels.json" \
+    > "$LOGS/chunk_kernels.log" 2>&1
+  grep -E "^[0-9]+ " "$LOGS/chunk_kernels.log"
+  KVLAB_CUDA_CHUNK_ATTENTION=split timeout 100 "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b \
+    --lengths 130944 --methods full --no-baseline --chunk-size 4096 --decode-tokens 16 --warmup short \
+    --json "$OUT/bench_8b_full_split.json" 2>&1 | tail -4
 fi
 
 if [ -n "${KVPRESS_WHEELS:-}" ] && [ -n "${ANCHOR:-}" ] && [ "$(left)" -gt 150 ]; then

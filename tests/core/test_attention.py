@@ -84,3 +84,40 @@ def test_chunk_attention_with_narrower_values_matches_reference():
     value = value[..., :16].contiguous()
     ref = reference(query, key, value, key_pos, query_pos, 0.3)
     torch.testing.assert_close(sdpa_attention(query, key, value, 0.3).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def _math_attend(pad_to: int, trailing_one: bool):
+    """A reference kernel with a log-sum-exp in the layouts real kernels use: ``(B, H, n)`` padded on
+    the query axis (memory-efficient attention pads to 32) or ``(B, H, n, 1)`` (cuDNN)."""
+    def attend(query, key, value, causal, scale):
+        scores = (query.double() @ key.double().transpose(-1, -2)) * scale
+        if causal:
+            scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+        lse = torch.logsumexp(scores, -1)
+        out = (torch.softmax(scores, -1) @ value.double()).to(query.dtype)
+        n = lse.shape[-1]
+        lse = torch.cat([lse, torch.full((*lse.shape[:-1], -n % pad_to), 7.0, dtype=lse.dtype)], -1)
+        return out, lse.float().unsqueeze(-1) if trailing_one else lse.float()
+    return attend
+
+
+@pytest.mark.parametrize("pad_to,trailing_one", [(1, False), (32, False), (1, True)])
+def test_split_chunk_attention_merges_by_log_sum_exp(pad_to, trailing_one):
+    """The split (older keys unmasked, grouped heads folded into the query axis; own keys causal)
+    equals the dense reference whatever log-sum-exp layout the kernel returns."""
+    from kvlab.chunk_attention import split_chunk_attention
+
+    query, key, value, key_pos, query_pos = layout(6, 2, 150, 45, seed=5)
+    ref = reference(query, key, value, key_pos, query_pos, 0.3)
+    out = split_chunk_attention(query, key, value, 0.3, _math_attend(pad_to, trailing_one))
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cuda_chunk_split_is_opt_in(monkeypatch):
+    from kvlab import chunk_attention
+
+    monkeypatch.delenv(chunk_attention.CUDA_SWITCH, raising=False)
+    assert chunk_attention.kernel_for(torch.device("cuda")) is None
+    assert chunk_attention.kernel_for(torch.device("cpu")) is chunk_attention._cpu_attend
+    monkeypatch.setenv(chunk_attention.CUDA_SWITCH, "split")
+    assert chunk_attention.kernel_for(torch.device("cuda")) is chunk_attention._cudnn_attend

@@ -46,3 +46,23 @@ def test_cuda_chunked_prefill_matches_cpu(method, budget):
     for la, lb in zip(a.cache.layers, b.cache.layers):
         assert torch.equal(la.positions, lb.positions.cpu())
     assert a.cache.bytes_held == b.cache.bytes_held
+
+
+@pytest.mark.parametrize("hq,hkv,older,q", [(8, 2, 700, 256), (8, 8, 1000, 64), (32, 8, 4096, 512)])
+def test_cuda_split_chunk_attention_equals_the_masked_reference(hq, hkv, older, q, monkeypatch):
+    """The opt-in CUDA chunk path (KVLAB_CUDA_CHUNK_ATTENTION=split): two cuDNN calls merged by their
+    log-sum-exps. Called directly (a refusal fails here instead of falling back) and through
+    sdpa_attention with the switch on."""
+    from kvlab import chunk_attention
+
+    g = torch.Generator().manual_seed(1)
+    d, length = 128, older + q
+    query, key, value = (torch.randn(1, h, n, d, generator=g).to("cuda", torch.bfloat16)
+                         for h, n in ((hq, q), (hkv, length), (hkv, length)))
+    key_pos = torch.arange(length, device="cuda").expand(1, hkv, length)
+    ref, _ = masked_attention(query, key, value, key_pos, torch.arange(older, length, device="cuda"), d ** -0.5)
+    direct = chunk_attention.split_chunk_attention(query, key, value, d ** -0.5, chunk_attention._cudnn_attend)
+    torch.testing.assert_close(direct.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    monkeypatch.setenv(chunk_attention.CUDA_SWITCH, "split")
+    assert chunk_attention.kernel_for(query.device) is chunk_attention._cudnn_attend
+    torch.testing.assert_close(sdpa_attention(query, key, value, d ** -0.5).float(), ref.float(), atol=2e-2, rtol=2e-2)

@@ -99,6 +99,7 @@ def _common(case, lm, ids) -> dict[str, Any]:
 
 def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     from kvlab.apply import apply
+    from kvlab.chunk_attention import kernel_for as split_chunks
     from kvlab.decoding import make_step, resolve_mode
     from kvlab.engine import check_fits, prefill_context
     from kvlab.methods import get_method
@@ -148,7 +149,8 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
         seconds = decode(prefilled, case["warmup_steps"], case["decode_tokens"])
     sparse = method.kind == "sparse_prefill"
     prefill_attention = (f"kvlab sparse ({kernel_for(getattr(method, 'kernel', 'auto'), device)})" if sparse else
-                         "kvlab masked (blocked exact)" if method.needs_attention_weights else "kvlab sdpa")
+                         "kvlab masked (blocked exact)" if method.needs_attention_weights else
+                         "kvlab sdpa (chunks: log-sum-exp split)" if split_chunks(device) else "kvlab sdpa")
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
