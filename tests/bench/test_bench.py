@@ -202,3 +202,41 @@ def test_cli_runs_each_case_in_its_own_process(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "kvlab.cli.main", "bench", "--methods", "nope"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
+
+
+HEAP_PROBE = """
+import ctypes, json, torch
+from kvlab.bench.measure import heap_reuse
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mmapped(nbytes):
+    before = libc.mallinfo2().hblks
+    t = torch.empty(nbytes, dtype=torch.uint8)
+    return libc.mallinfo2().hblks - before
+
+out = {"outside": mmapped(4 << 20)}
+with heap_reuse():
+    out["inside"] = mmapped(4 << 20)
+out["after"] = mmapped(4 << 20)
+print(json.dumps(out))
+"""
+
+
+def test_fixed_mmap_threshold_for_peaks_heap_reuse_for_decoding():
+    """A case process (MALLOC_MMAP_THRESHOLD_ fixed by the runner) maps a 4 MiB block of its own, so
+    freed activations leave the RSS; inside heap_reuse() (the timed decoding) such a block comes from
+    the heap as under glibc's default, and the fixed threshold is back afterwards."""
+    import ctypes
+    import os
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))
+    proc = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True, text=True, env=env, timeout=120,
+                          check=True)
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"outside": 1, "inside": 0, "after": 1}

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from kvlab.bench.measure import PeakMemory, attention_backends, copy_bandwidth, device_info
+from kvlab.bench.measure import PeakMemory, attention_backends, copy_bandwidth, device_info, heap_reuse
 from kvlab.models import hf_compat
 
 MARKER = "KVLAB_BENCH_RESULT "
@@ -116,7 +116,8 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
 
     def decode(prefilled, warm: int, timed: int, mode: str = mode) -> float:
         cache = prefilled.cache
-        with torch.no_grad(), apply(lm, method, prefilled.budget) as state, _decode_backend(device, case.get("cudnn_decode")):
+        with torch.no_grad(), heap_reuse(), apply(lm, method, prefilled.budget) as state, \
+                _decode_backend(device, case.get("cudnn_decode")):
             state.cache, state.phase, state.prompt_tokens = cache, "append", prefilled.context_tokens
             step = make_step(mode, lm.model, cache, device, state, warm + timed + 1)
             token = int(prefilled.last_logits.argmax())
@@ -220,12 +221,12 @@ def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
         return out.logits[:, -1:].argmax(-1), hf_compat.output_cache(out)
 
     def loop(first, cache, n: int, steps: int) -> list[float]:
-        with _decode_backend(device, case.get("cudnn_decode")):
+        with heap_reuse(), _decode_backend(device, case.get("cudnn_decode")):
             return _greedy_loop(model, cache, first, n, steps, device)
 
     def generate(first, cache, n: int, new: int) -> list[float]:
         clock = _Clock()
-        with _decode_backend(device, case.get("cudnn_decode")):
+        with heap_reuse(), _decode_backend(device, case.get("cudnn_decode")):
             model.generate(torch.cat([input_ids[:, :n], first], dim=1), max_new_tokens=new, min_new_tokens=new,
                            streamer=clock, **gen, **hf_compat.cache_kwargs(model, cache))
         _sync(device)
