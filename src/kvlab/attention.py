@@ -46,8 +46,9 @@ def sdpa_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
                 return chunk_attention.split_chunk_attention(query, key, value, scaling, attend)
             except torch.OutOfMemoryError:
                 raise
-            except RuntimeError:  # a layout the private kernel refuses: the public call below
-                pass
+            except RuntimeError as exc:  # a layout the private kernel refuses: the public call below
+                if query.device.type == "cuda":  # opt-in there: say that the switch did not take
+                    chunk_attention.warn_fallback(exc)
     if query.device.type == "cuda":
         return _cuda_sdpa(query, key, value, scaling)
     mask = None

@@ -27,6 +27,7 @@ is missing or refuses the inputs the caller falls back to the public SDPA call.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -55,6 +56,18 @@ def kernel_for(device: torch.device) -> Attend | None:
     if device.type == "cuda" and os.environ.get(CUDA_SWITCH, "lower_right") == "split":
         return _cudnn_attend if _CUDNN is not None else None
     return None
+
+
+def warn_fallback(exc: Exception) -> None:
+    """Once per process: the opt-in split was refused and the lower-right kernel runs instead."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"{CUDA_SWITCH}=split: the kernel refused these inputs ({str(exc).splitlines()[0][:160]}); "
+                      "chunks use the lower-right kernel", RuntimeWarning, stacklevel=3)
+
+
+_warned = False
 
 
 def split_chunk_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,

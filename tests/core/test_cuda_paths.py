@@ -57,12 +57,20 @@ def test_cuda_split_chunk_attention_equals_the_masked_reference(hq, hkv, older, 
 
     g = torch.Generator().manual_seed(1)
     d, length = 128, older + q
-    query, key, value = (torch.randn(1, h, n, d, generator=g).to("cuda", torch.bfloat16)
-                         for h, n in ((hq, q), (hkv, length), (hkv, length)))
+    query = torch.randn(1, hq, q, d, generator=g).to("cuda", torch.bfloat16)
+    # keys and values as the cache hands them out: views of buffers with spare capacity
+    key, value = (torch.randn(1, hkv, length + 100, d, generator=g).to("cuda", torch.bfloat16)[:, :, :length]
+                  for _ in range(2))
     key_pos = torch.arange(length, device="cuda").expand(1, hkv, length)
     ref, _ = masked_attention(query, key, value, key_pos, torch.arange(older, length, device="cuda"), d ** -0.5)
     direct = chunk_attention.split_chunk_attention(query, key, value, d ** -0.5, chunk_attention._cudnn_attend)
     torch.testing.assert_close(direct.float(), ref.float(), atol=2e-2, rtol=2e-2)
     monkeypatch.setenv(chunk_attention.CUDA_SWITCH, "split")
+    monkeypatch.setattr(chunk_attention, "_warned", False)
     assert chunk_attention.kernel_for(query.device) is chunk_attention._cudnn_attend
-    torch.testing.assert_close(sdpa_attention(query, key, value, d ** -0.5).float(), ref.float(), atol=2e-2, rtol=2e-2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the switch must take, not fall back
+        out = sdpa_attention(query, key, value, d ** -0.5)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
