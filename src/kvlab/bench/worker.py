@@ -99,7 +99,6 @@ def _common(case, lm, ids) -> dict[str, Any]:
 
 def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     from kvlab.apply import apply
-    from kvlab.chunk_attention import kernel_for as split_chunks
     from kvlab.decoding import make_step, resolve_mode
     from kvlab.engine import check_fits, prefill_context
     from kvlab.methods import get_method
@@ -151,7 +150,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     sparse = method.kind == "sparse_prefill"
     prefill_attention = (f"kvlab sparse ({kernel_for(getattr(method, 'kernel', 'auto'), device)})" if sparse else
                          "kvlab masked (blocked exact)" if method.needs_attention_weights else
-                         "kvlab sdpa (chunks: log-sum-exp split)" if split_chunks(device) else "kvlab sdpa")
+                         _chunk_attention_label(device))
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
@@ -165,6 +164,16 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
                       f"kvlab decode_attention (static cache{', torch.compile' if mode == 'compiled' else ''})"},
         "warmup_length": warm_len,
     }
+
+
+def _chunk_attention_label(device: torch.device) -> str:
+    from kvlab import chunk_attention
+
+    if chunk_attention.kernel_for(device) is None:
+        return "kvlab sdpa"
+    if chunk_attention._warned:  # the opt-in CUDA split was refused at least once
+        return "kvlab sdpa (chunks: log-sum-exp split refused, lower-right kernel)"
+    return "kvlab sdpa (chunks: log-sum-exp split)"
 
 
 class _Clock:
