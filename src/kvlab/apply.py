@@ -118,6 +118,9 @@ class State:
         self.cache: BudgetCache | None = None
         self.foreign: dict[int, ForeignLayer] = {}
         self.evictions = 0
+        # static decoding of a decode-time method: per layer, (capacity of each step (steps,) on the
+        # device, the sequence length after the first step) -- set by kvlab.decoding.StaticStep
+        self.decode_capacity: dict[int, tuple[torch.Tensor, int]] = {}
 
     def capacity(self, layer_idx: int, seen: int) -> int:
         """Slots ``layer_idx`` may keep now: the budget resolved against the prompt while it is being
@@ -217,16 +220,22 @@ class State:
     def _after_static_step(self, layer_idx, layer, query, query_pos, scaling, window, key_mass) -> None:
         """Fixed-capacity decoding: decode-time methods free one slot per step (no host syncs).
 
-        The layer holds ``budget + 1`` slots; the step's token went into the free slot, and the
-        lowest-scored unprotected token's slot (an empty or out-of-window slot first) becomes free.
-        Sliding-window layers of other methods reuse the slot of a token that fell out of the window.
+        The layer holds the generation's largest budget + 1 slots; the step's token went into the free
+        slot. When the live tokens now exceed this step's budget (``State.decode_capacity``, what eager
+        decoding resolves at this length), the lowest-scored unprotected token's slot becomes free;
+        otherwise an empty or out-of-window slot does (nothing is evicted). Sliding-window layers of
+        other methods reuse the slot of a token that fell out of the window.
         """
         method = self.method
         evicts = method.compresses and method.evicts_during_decode
+        capacity: int | torch.Tensor = layer.length
+        if evicts:  # this step's budget, as eager decoding resolves it at this length
+            steps, first_seen = self.decode_capacity[layer_idx]
+            capacity = steps.index_select(0, (layer.seen_t - first_seen).clamp(0, steps.numel() - 1).view(1))
         ctx = LayerContext(
             layer_idx=layer_idx, spec=self.spec, query=query, query_pos=query_pos, keys=layer.keys,
             values=layer.values, positions=layer.positions, scaling=scaling, window=window, phase=self.phase,
-            layer=layer, capacity=layer.length - 1 if evicts else layer.length, key_mass=key_mass,
+            layer=layer, capacity=capacity, key_mass=key_mass,
         )
         method.observe(ctx)
         if not evicts and window is None:
@@ -239,9 +248,13 @@ class State:
             protected = method.protected(ctx)
             if protected is not None:
                 ranked = ranked.masked_fill(protected, float("inf"))
+            over = usable.sum(-1, keepdim=True) > capacity  # (B, Hkv, 1): evict a live token
+            # over budget: only live tokens are candidates; within it: an empty or dead slot is freed
+            unusable = torch.where(over, float("inf"), float("-inf"))
+            victim = torch.where(usable, ranked, unusable).argmin(dim=-1)  # (B, Hkv)
         else:  # only free dead or empty slots (a non-evicting layer always has an empty one)
             ranked = torch.full(layer.positions.shape, float("inf"), device=layer.positions.device)
-        victim = ranked.masked_fill(~usable, float("-inf")).argmin(dim=-1)  # (B, Hkv)
+            victim = ranked.masked_fill(~usable, float("-inf")).argmin(dim=-1)  # (B, Hkv)
         layer.positions.scatter_(-1, victim.unsqueeze(-1), -1)
         layer.free.copy_(victim)
 

@@ -17,8 +17,9 @@ Four ways to run a step, same results:
   capacity compiles again (torch's recompile limit applies), so non-evicting methods round the
   capacity up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
 
-A static cache keeps, for decode-time methods, the budget resolved at the end of generation (a
-ratio budget therefore does not grow step by step as in eager mode).
+For decode-time methods a static cache has the slots of the largest budget of the generation plus
+one; each step keeps the budget eager decoding would keep at that length (a ratio budget grows with
+the sequence; see :meth:`kvlab.apply.State._after_static_step`), so every mode keeps the same tokens.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ DECODE_MODES = ("auto", "eager", "static", "graph", "compiled")
 CAPACITY_MULTIPLE = 256
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
+def resolve_mode(mode: str, device: torch.device, method: Any = None) -> str:
+    """The mode a step runs in. ``auto``: ``graph`` on CUDA; on CPU ``static`` for decode-time
+    eviction methods (an arg-min per step instead of eager's top-k and cache rebuild: 1.2-1.4x faster
+    on the embedded model, same tokens) and ``eager`` otherwise (static measured no faster there)."""
     if mode not in DECODE_MODES:
         raise KvlabError(f"unknown decode mode '{mode}'; use one of {', '.join(DECODE_MODES)}")
     if mode == "auto":
-        return "graph" if device.type == "cuda" else "eager"
+        if device.type == "cuda":
+            return "graph"
+        evicts = method is not None and method.compresses and method.evicts_during_decode
+        return "static" if evicts else "eager"
     if mode == "graph" and device.type != "cuda":
         raise KvlabError("decode mode 'graph' needs a CUDA device; use 'static' or 'eager' on CPU")
     return mode
@@ -71,11 +78,16 @@ class StaticStep:
         self.model, self.cache, self.device = model, cache, device
         method = state.method
         self.evicts = method.compresses and method.evicts_during_decode
-        end = cache.get_seq_length() + max_new_tokens
+        start = cache.get_seq_length()
+        end = start + max_new_tokens
         for idx, layer in enumerate(cache.layers):
             if self.evicts:
-                room = max(0, min(state.capacity(idx, end), layer.length + max_new_tokens) - layer.length)
-                layer.make_static(room + 1)  # the budget plus the slot the next token goes to
+                # the budget of every step, as eager decoding resolves it (a ratio budget grows with the
+                # sequence): the step that brings the sequence to `seen` tokens keeps capacity(seen)
+                steps = [state.capacity(idx, seen) for seen in range(start + 1, end + 1)] or [layer.length]
+                state.decode_capacity[idx] = (torch.tensor(steps, dtype=torch.long, device=device), start + 1)
+                room = max(0, min(max(steps), layer.length + max_new_tokens) - layer.length)
+                layer.make_static(room + 1)  # the largest budget plus the slot the next token goes to
             else:
                 layer.make_static(-(-(layer.length + max_new_tokens) // self.capacity_multiple)
                                   * self.capacity_multiple - layer.length)
@@ -171,7 +183,7 @@ class CompiledStep(GraphStep):
 
 def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, state: Any,
               max_new_tokens: int):
-    mode = resolve_mode(mode, device)
+    mode = resolve_mode(mode, device, state.method)
     if mode == "eager":
         return EagerStep(model, cache, device)
     if mode == "static":

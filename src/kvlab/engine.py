@@ -190,7 +190,8 @@ def continue_generation(
     keep the suffix and generated tokens; decode-time methods keep evicting to the budget.
     ``on_text`` receives text deltas as they become safe to show (streaming); ``should_stop()`` is
     polled every step (a disconnected client). ``decode`` picks how steps run (see
-    :mod:`kvlab.decoding`): ``auto`` = CUDA graphs on a GPU, eager on CPU.
+    :mod:`kvlab.decoding`): ``auto`` = CUDA graphs on a GPU; on CPU static for decode-time eviction
+    methods, eager otherwise.
     """
     loaded, method = prefilled.loaded, prefilled.method
     model, device, spec = loaded.model, loaded.device, loaded.spec

@@ -88,6 +88,23 @@ def test_static_decoding_holds_the_budget(tiny_llama, name):
     assert all(layer.length == 31 for layer in cache.layers)  # the budget plus the free slot
 
 
+def kept_positions(layer):
+    """Sorted positions each (batch, head) of a layer holds (empty static slots left out)."""
+    return [sorted(p for p in row.tolist() if p >= 0) for row in layer.positions.reshape(-1, layer.positions.shape[-1])]
+
+
+@pytest.mark.parametrize("name", [n for n in EXACT if get_method(n).evicts_during_decode])
+def test_static_decoding_follows_a_growing_ratio_budget(tiny_llama, name):
+    """A ratio budget grows with the sequence (25% of 73 prompt tokens = 18, of 113 = 28): the static
+    step keeps, at every step, what eager decoding keeps -- same tokens, same kept positions."""
+    eager, eager_cache = run(tiny_llama, name, "eager", budget="25%", new=40)
+    static, static_cache = run(tiny_llama, name, "static", budget="25%", new=40)
+    assert static.token_ids == eager.token_ids
+    for a, b in zip(eager_cache.layers, static_cache.layers):
+        assert kept_positions(b) == kept_positions(a)
+    assert {layer.valid_slots() for layer in static_cache.layers} == {int(0.25 * (70 + 3 + 39))}
+
+
 @pytest.mark.parametrize("name", ["full", "h2o", "tova", "streaming_llm", "adakv"])
 def test_static_step_is_capturable(tiny_llama, name):
     """No host sync and no data-dependent Python inside the step: dynamo traces it as one graph."""
@@ -119,3 +136,17 @@ def test_cuda_graph_decoding_matches_eager(name, mode):
     eager, _ = run(lm, name, "eager")
     graph, _ = run(lm, name, mode)
     assert graph.token_ids == eager.token_ids
+
+
+def test_auto_mode_per_device_and_method():
+    """auto: CUDA graphs on a GPU; on CPU the static step for decode-time eviction methods (faster
+    there, same tokens), eager for the rest."""
+    from kvlab.decoding import resolve_mode
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_mode("auto", cuda, get_method("snapkv")) == "graph"
+    assert [resolve_mode("auto", cpu, get_method(n)) for n in ("h2o", "tova", "streaming_llm")] == ["static"] * 3
+    assert [resolve_mode("auto", cpu, get_method(n)) for n in ("full", "snapkv", "pyramidkv")] == ["eager"] * 3
+    assert resolve_mode("eager", cpu, get_method("h2o")) == "eager"
+    with pytest.raises(KvlabError, match="unknown decode mode 'warp'"):
+        resolve_mode("warp", cpu)

@@ -110,7 +110,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     steps = case["warmup_steps"] + case["decode_tokens"]
     ids = _ids(lm, case["length"], case.get("seed", 0))
     check_fits(lm, len(ids), steps + 1, method)
-    mode = resolve_mode(case.get("decode_mode", "auto"), device)
+    mode = resolve_mode(case.get("decode_mode", "auto"), device, method)
     budget, chunk = case.get("budget"), case.get("chunk_size")
 
     def decode(prefilled, warm: int, timed: int, mode: str = mode) -> float:

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed decoding steps first (default: %(default)s)")
     p.add_argument("--decode-mode", default="auto", choices=DECODE_MODES,
                    help="kvlab decoding path: eager, static, graph (CUDA graphs), compiled (torch.compile, "
-                   "compiled during the warm-up steps); auto = graph on GPU, eager on CPU")
+                   "compiled during the warm-up steps); auto = graph on GPU; on CPU static for "
+                   "methods that evict while decoding (h2o, tova, streaming_llm), eager otherwise")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the plain-transformers baseline row")
     p.add_argument("--baseline-generate", action="store_true",

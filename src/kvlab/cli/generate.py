@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--decode", choices=DECODE_MODES, default="auto",
                    help="decoding steps: eager, static (fixed-capacity cache), graph (static + CUDA graphs), "
                    "compiled (static + torch.compile, + CUDA graphs on a GPU; the first step compiles); "
-                   "auto = graph on CUDA, eager on CPU (default: %(default)s)")
+                   "auto = graph on CUDA; on CPU static for methods that evict while decoding, eager otherwise "
+                   "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 

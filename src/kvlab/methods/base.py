@@ -53,7 +53,8 @@ class LayerContext:
         window: the layer's sliding window, or None.
         phase: ``"context"`` while the prompt is prefilled, ``"append"`` afterwards (question,
             generated tokens).
-        capacity: slots this layer keeps after the current eviction (per KV head).
+        capacity: slots this layer keeps after the current eviction (per KV head); in static
+            decoding (no host syncs) a ``(1,)`` int64 device tensor.
         key_mass: ``(B, Hkv, L)`` attention mass each slot received in this forward (summed over
             queries and the heads of its group); only for methods with ``needs_attention_weights``.
     """
@@ -69,7 +70,7 @@ class LayerContext:
     window: int | None
     phase: str
     layer: Any
-    capacity: int = 0
+    capacity: int | torch.Tensor = 0
     key_mass: torch.Tensor | None = None
 
     @property

@@ -48,5 +48,7 @@ class H2O(Method):
         return ctx.extra("h2o_acc")
 
     def protected(self, ctx: LayerContext) -> torch.Tensor:
-        recent = ctx.capacity - int(ctx.capacity * self.heavy_ratio)
+        heavy = ctx.capacity * self.heavy_ratio
+        heavy = heavy.long() if isinstance(heavy, torch.Tensor) else int(heavy)  # a device tensor while static
+        recent = ctx.capacity - heavy
         return ctx.positions > ctx.newest - recent
