@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from sparse_kernels import _timer  # noqa: E402  (bench/ is the script's folder)
+from sparse_kernels import _timer, layer_inputs, report  # bench/ is the script's folder
 
 
 def _lower_right(query, key, value, scaling):
@@ -54,16 +53,8 @@ def _split(query, key, value, scaling):
 def measure(shape: str, length: int, chunk: int, device: torch.device, repeats: int) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kvlab.models import ModelSpec, shapes
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    spec = ModelSpec.from_config(shapes.config_for(shape), dtype=dtype, name=shape)
-    g = torch.Generator(device=device).manual_seed(0)
-    hq, hkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
-    query = torch.randn(1, hq, length, d, generator=g, device=device, dtype=dtype)
-    key = torch.randn(1, hkv, length, d, generator=g, device=device, dtype=dtype)
-    value = torch.randn(1, hkv, length, d, generator=g, device=device, dtype=dtype)
-    scaling = d ** -0.5
+    spec, query, key, value = layer_inputs(shape, length, device)
+    scaling = spec.head_dim ** -0.5
     timer = _timer(device)
     starts = list(range(0, length, chunk))
     rows = []
@@ -133,14 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(args.shape, length, args.chunk, device, args.repeats)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    result = {"shape": args.shape, "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "rows": rows}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    print(text)
-    return 0
+    return report(args.shape, device, rows, args.json)
 
 
 if __name__ == "__main__":

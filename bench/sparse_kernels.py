@@ -66,11 +66,8 @@ def dense_backends(device: torch.device) -> dict[str, list]:
     return {"sdpa cudnn": [SDPBackend.CUDNN_ATTENTION], "sdpa flash": [SDPBackend.FLASH_ATTENTION]}
 
 
-def measure(shape: str, length: int, device: torch.device, repeats: int, methods: dict[str, str]) -> list[dict]:
-    from torch.nn.attention import sdpa_kernel
-
-    from kvlab.methods import get_method
-    from kvlab.methods.base import LayerContext
+def layer_inputs(shape: str, length: int, device: torch.device):
+    """``(spec, query (1, Hq, L, D), key, value (1, Hkv, L, D))``: random, bf16 on CUDA, fp32 on CPU."""
     from kvlab.models import ModelSpec, shapes
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -80,6 +77,29 @@ def measure(shape: str, length: int, device: torch.device, repeats: int, methods
     query = torch.randn(1, hq, length, d, generator=g, device=device, dtype=dtype)
     key = torch.randn(1, hkv, length, d, generator=g, device=device, dtype=dtype)
     value = torch.randn(1, hkv, length, d, generator=g, device=device, dtype=dtype)
+    return spec, query, key, value
+
+
+def report(shape: str, device: torch.device, rows: list[dict], path: str | None) -> int:
+    """Print the result as JSON, and write it to ``path``."""
+    result = {"shape": shape, "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "rows": rows}
+    text = json.dumps(result, indent=1)
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
+
+
+def measure(shape: str, length: int, device: torch.device, repeats: int, methods: dict[str, str]) -> list[dict]:
+    from torch.nn.attention import sdpa_kernel
+
+    from kvlab.methods import get_method
+    from kvlab.methods.base import LayerContext
+
+    spec, query, key, value = layer_inputs(shape, length, device)
+    hkv, d = spec.num_kv_heads, spec.head_dim
     pos = torch.arange(length, device=device)
     key_pos = pos.expand(1, hkv, length)
     scaling = d ** -0.5
@@ -152,14 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(args.shape, length, device, args.repeats, methods)
         if device.type == "cuda":
             torch.cuda.empty_cache()  # this length's tensors are gone with measure()'s frame
-    result = {"shape": args.shape, "device": str(device), "torch": torch.__version__,
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "rows": rows}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    print(text)
-    return 0
+    return report(args.shape, device, rows, args.json)
 
 
 if __name__ == "__main__":
