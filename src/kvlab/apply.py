@@ -125,10 +125,14 @@ class State:
     def capacity(self, layer_idx: int, seen: int) -> int:
         """Slots ``layer_idx`` may keep now: the budget resolved against the prompt while it is being
         prefilled, against the whole sequence so far afterwards (decode-time eviction)."""
+        return self.capacities(seen)[layer_idx]
+
+    def capacities(self, seen: int) -> list[int]:
+        """:meth:`capacity` of every layer."""
         n = self.prompt_tokens if (self.phase == "context" and self.prompt_tokens) else seen
         n = max(n, 1)
         kept = self.budget.resolve(self.spec, n)
-        return self.method.layer_capacities(kept, self.spec, n)[layer_idx]
+        return self.method.layer_capacities(kept, self.spec, n)
 
     # --- the attention call -----------------------------------------------------------------
     def attend(self, module, query, key, value, attention_mask, scaling, **kwargs):

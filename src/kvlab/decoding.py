@@ -79,14 +79,16 @@ class StaticStep:
         method = state.method
         self.evicts = method.compresses and method.evicts_during_decode
         start = cache.get_seq_length()
-        end = start + max_new_tokens
+        if self.evicts:
+            # the budget of every step, as eager decoding resolves it (a ratio budget grows with the
+            # sequence): the step that brings the sequence to `seen` tokens keeps capacities(seen)
+            table = [state.capacities(seen) for seen in range(start + 1, start + max_new_tokens + 1)]
+            per_layer = torch.tensor(table, dtype=torch.long).T.contiguous() if table else None
         for idx, layer in enumerate(cache.layers):
             if self.evicts:
-                # the budget of every step, as eager decoding resolves it (a ratio budget grows with the
-                # sequence): the step that brings the sequence to `seen` tokens keeps capacity(seen)
-                steps = [state.capacity(idx, seen) for seen in range(start + 1, end + 1)] or [layer.length]
-                state.decode_capacity[idx] = (torch.tensor(steps, dtype=torch.long, device=device), start + 1)
-                room = max(0, min(max(steps), layer.length + max_new_tokens) - layer.length)
+                steps = per_layer[idx] if per_layer is not None else torch.tensor([layer.length])
+                state.decode_capacity[idx] = (steps.to(device), start + 1)
+                room = max(0, min(int(steps.max()), layer.length + max_new_tokens) - layer.length)
                 layer.make_static(room + 1)  # the largest budget plus the slot the next token goes to
             else:
                 layer.make_static(-(-(layer.length + max_new_tokens) // self.capacity_multiple)
