@@ -70,6 +70,11 @@ def warn_fallback(exc: Exception) -> None:
 _warned = False
 
 
+def split_refused() -> bool:
+    """Whether the opt-in split was refused (and the lower-right kernel ran) in this process."""
+    return _warned
+
+
 def split_chunk_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
                           attend: Attend) -> torch.Tensor:
     """Exact attention of the last ``q`` keys' queries over all ``L`` keys (bottom-right causal).

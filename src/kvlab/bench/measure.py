@@ -26,6 +26,15 @@ from typing import Any, Self
 import torch
 
 
+# glibc's mmap threshold: runner.py starts every case with FIXED_MMAP_THRESHOLD through this
+# variable; 32 MiB is the most glibc's own dynamic threshold rises to on 64-bit, where it stands
+# after a long prefill.
+MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+FIXED_MMAP_THRESHOLD = 1 << 20
+_DYNAMIC_MAX = 32 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number
+
+
 def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -74,8 +83,8 @@ class PeakMemory:
         elif _reset_peak_rss() and _status_kib("VmHWM") is not None:
             self.base = rss_bytes()
             self.method = "peak RSS (VmHWM after clear_refs)"
-            if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-                self.method += f", MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']}"
+            if os.environ.get(MMAP_THRESHOLD_ENV):
+                self.method += f", {MMAP_THRESHOLD_ENV}={os.environ[MMAP_THRESHOLD_ENV]}"
         else:  # pragma: no cover - without /proc/self/clear_refs
             self.base = self.peak = rss_bytes()
             self.method = "peak RSS (sampled every 2 ms)"
@@ -101,13 +110,6 @@ class PeakMemory:
     @property
     def peak_over_base(self) -> int:
         return max(0, self.peak - self.base)
-
-
-# glibc's mmap threshold (runner.py fixes it for every case through this variable); 32 MiB is the
-# most glibc's own dynamic threshold rises to on 64-bit, where it stands after a long prefill.
-MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
-_M_MMAP_THRESHOLD = -3
-_DYNAMIC_MAX = 32 << 20
 
 
 def _mallopt():

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kvlab.bench.measure import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
 from kvlab.bench.worker import MARKER
 from kvlab.errors import KvlabError
 
@@ -87,7 +88,7 @@ def run_case_subprocess(case: dict[str, Any], timeout: float) -> dict[str, Any]:
     # from 565 to 989 MiB with the allocation history. A fixed threshold makes peak RSS follow the
     # live tensors (565 MiB, their profiled peak 574), for every case alike, the baseline included.
     # Timed decoding runs under measure.heap_reuse(), so the fixed threshold costs it no page faults.
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+    env.setdefault(MMAP_THRESHOLD_ENV, str(FIXED_MMAP_THRESHOLD))
     started = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "kvlab.bench.worker", json.dumps(case)], capture_output=True,

@@ -171,7 +171,7 @@ def _chunk_attention_label(device: torch.device) -> str:
 
     if chunk_attention.kernel_for(device) is None:
         return "kvlab sdpa"
-    if chunk_attention._warned:  # the opt-in CUDA split was refused at least once
+    if chunk_attention.split_refused():  # the opt-in CUDA split fell back at least once
         return "kvlab sdpa (chunks: log-sum-exp split refused, lower-right kernel)"
     return "kvlab sdpa (chunks: log-sum-exp split)"
 
