@@ -51,3 +51,35 @@ def make_tiny(arch: str, seed: int = 0):
 def random_ids(n: int, vocab: int = TINY["vocab_size"], seed: int = 0) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n,), generator=g).tolist()
+
+
+class LargestAllocation:
+    """Context manager recording the largest new storage (bytes) any aten op returns inside it.
+
+    Outputs sharing the storage of a ``known`` tensor (views, in-place writes) do not count. Used to
+    show that a step never copies a cache-sized tensor.
+    """
+
+    def __init__(self, *known: torch.Tensor):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        owner = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in owner.known:
+                        owner.largest = max(owner.largest, t.untyped_storage().nbytes())
+                return out
+
+        self.known = {t.untyped_storage().data_ptr() for t in known}
+        self.largest = 0
+        self._mode = _Mode()
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)

@@ -20,6 +20,8 @@ Four ways to run a step, same results:
 For decode-time methods a static cache has the slots of the largest budget of the generation plus
 one; each step keeps the budget eager decoding would keep at that length (a ratio budget grows with
 the sequence; see :meth:`kvlab.apply.State._after_static_step`), so every mode keeps the same tokens.
+Every static capacity is then rounded up by :func:`kvlab.attention.split_capacity` (under 0.1% more
+empty slots) so decode attention can split its value reduction into equal pieces without copying.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import torch
 
+from kvlab.attention import split_capacity
 from kvlab.cache import BudgetCache
 from kvlab.errors import KvlabError
 from kvlab.models import hf_compat
@@ -89,10 +92,11 @@ class StaticStep:
                 steps = per_layer[idx] if per_layer is not None else torch.tensor([layer.length])
                 state.decode_capacity[idx] = (steps.to(device), start + 1)
                 room = max(0, min(int(steps.max()), layer.length + max_new_tokens) - layer.length)
-                layer.make_static(room + 1)  # the largest budget plus the slot the next token goes to
+                slots = layer.length + room + 1  # the largest budget plus the slot the next token goes to
             else:
-                layer.make_static(-(-(layer.length + max_new_tokens) // self.capacity_multiple)
-                                  * self.capacity_multiple - layer.length)
+                slots = -(-(layer.length + max_new_tokens) // self.capacity_multiple) * self.capacity_multiple
+            # a few more empty slots where that lets decode attention split its value reduction evenly
+            layer.make_static(split_capacity(slots) - layer.length)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.next_pos = cache.get_seq_length()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tinymodels import LargestAllocation
 
-from kvlab.attention import DECODE_SPLIT, decode_attention, masked_attention, sdpa_attention, weighted_values
+from kvlab.attention import (
+    DECODE_SPLIT, decode_attention, masked_attention, sdpa_attention, split_capacity, value_pieces, weighted_values,
+)
 
 
 def reference(query, key, value, key_pos, query_pos, scaling, window=None):
@@ -46,12 +49,36 @@ def test_decode_attention_equals_reference(length, window):
     torch.testing.assert_close(mass.sum(-1), torch.full((1, 2), 4.0), atol=1e-4, rtol=0)  # 4 heads per group
 
 
-def test_weighted_values_splits_without_copying_the_cache():
-    """The value reduction reads views of the (capacity-sized) buffer, pieces plus remainder."""
-    buffer = torch.randn(1, 2, DECODE_SPLIT * 4, 16)
-    value = buffer[:, :, : DECODE_SPLIT * 2 + 5]  # a cache view, as KVLayer hands out
-    probs = torch.softmax(torch.randn(1, 2, 3, value.shape[2]), -1)
-    torch.testing.assert_close(weighted_values(probs, value), probs @ value, atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("length", [DECODE_SPLIT * 2, DECODE_SPLIT * 5 + 3, DECODE_SPLIT * 17 + 5])
+def test_weighted_values_never_copies_the_values(length, threads, monkeypatch):
+    """Split or not, the value reduction allocates nothing value-sized: a whole static buffer sized by
+    split_capacity splits as a view; a view of a larger buffer (eager caches) is one matmul."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    buffer = torch.randn(1, 2, split_capacity(length) + 64, 16)
+    for value in (buffer[:, :, : split_capacity(length)].contiguous(), buffer[:, :, :length]):
+        probs = torch.softmax(torch.randn(1, 2, 3, value.shape[2]), -1)
+        with LargestAllocation(value, probs) as seen:
+            out = weighted_values(probs, value)
+        torch.testing.assert_close(out, probs @ value, atol=1e-5, rtol=1e-5)
+        assert seen.largest < value.nbytes // 4, "the values were copied"
+
+
+@pytest.mark.parametrize("length", [*range(2 * DECODE_SPLIT, 40 * DECODE_SPLIT, 997), 3 * DECODE_SPLIT - 1])
+def test_split_capacity_splits_evenly_with_few_extra_slots(length):
+    assert split_capacity(2 * DECODE_SPLIT - 1) == 2 * DECODE_SPLIT - 1  # too short to split: as is
+    cap = split_capacity(length)
+    assert length <= cap < length + length // DECODE_SPLIT
+    pieces = value_pieces(cap, torch.device("cuda"))  # the CUDA rule: any two pieces or more
+    assert pieces >= 2 and cap % pieces == 0 and abs(cap // pieces - DECODE_SPLIT) < DECODE_SPLIT
+
+
+def test_value_pieces_on_cpu_depend_on_threads(monkeypatch):
+    cpu, n = torch.device("cpu"), 8 * DECODE_SPLIT
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert value_pieces(n, cpu) == 1 and value_pieces(32 * DECODE_SPLIT, cpu) == 32
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert value_pieces(n, cpu) == 8
 
 
 @pytest.mark.parametrize("older,q", [(0, 40), (60, 40), (100, 1)])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from tinymodels import make_tiny, random_ids
+from tinymodels import LargestAllocation, make_tiny, random_ids
 from method_matrix import METHOD_CASES
 
 from kvlab.apply import apply
@@ -150,3 +150,48 @@ def test_auto_mode_per_device_and_method():
     assert resolve_mode("eager", cpu, get_method("h2o")) == "eager"
     with pytest.raises(KvlabError, match="unknown decode mode 'warp'"):
         resolve_mode("warp", cpu)
+
+
+@pytest.mark.parametrize("name,budget", [("full", 1000), ("h2o", 300)])
+def test_static_decoding_with_a_split_value_reduction(tiny_llama, name, budget, monkeypatch):
+    """Caches long enough for decode attention's split-K (pieces of 128 keys here, as a GPU splits):
+    the static capacity is rounded up so the pieces are equal (a view of the buffer), and the tokens
+    stay eager's."""
+    from kvlab import attention
+
+    monkeypatch.setattr(attention, "DECODE_SPLIT", 128)
+    monkeypatch.setattr(attention, "CPU_MIN_PIECES", (2, 2))
+    m = get_method(name)
+    outs = {}
+    for mode in ("eager", "static"):
+        prefilled = prefill_context(tiny_llama, random_ids(701, seed=35), m, budget, 256)
+        outs[mode] = continue_generation(prefilled, random_ids(3, seed=36), SamplingParams(max_new_tokens=12),
+                                         decode=mode)
+    assert outs["static"].token_ids == outs["eager"].token_ids
+    slots = budget + 1 if name == "h2o" else 701 + 3 + 12  # the budget and a free slot / all the tokens
+    assert attention.split_capacity(slots) > slots
+    for layer in prefilled.cache.layers:
+        assert layer.length == attention.split_capacity(slots)
+        assert attention.value_pieces(layer.length, layer.keys.device) >= 2
+
+
+@pytest.mark.parametrize("name", ["full", "snapkv", "h2o", "tova", "streaming_llm"])
+def test_static_step_never_copies_the_cache(tiny_llama, name, monkeypatch):
+    """One static step (what a CUDA graph replays) allocates nothing near a layer's K or V size: the
+    token is written in place and attention reads views (split-K on, as on a GPU)."""
+    from kvlab import attention
+
+    monkeypatch.setattr(attention, "DECODE_SPLIT", 128)
+    monkeypatch.setattr(attention, "CPU_MIN_PIECES", (2, 2))
+    prefilled = prefill_context(tiny_llama, random_ids(1500, seed=37), name, 1300, 512)
+    with torch.no_grad(), apply(tiny_llama, name, 1300) as state:
+        state.cache, state.phase, state.prompt_tokens = prefilled.cache, "append", 1500
+        step = make_step("static", tiny_llama.model, prefilled.cache, tiny_llama.device, state, 8)
+        layers = prefilled.cache.layers
+        buffers = [t for layer in layers for t in (layer.keys, layer.values, layer.positions, *layer.extras.values())]
+        step(5)  # the first step may set things up
+        with LargestAllocation(*buffers, *tiny_llama.model.parameters()) as seen:
+            logits = step(7)
+    assert torch.isfinite(logits).all()
+    assert attention.value_pieces(layers[0].length, layers[0].keys.device) >= 2
+    assert seen.largest < layers[0].values.nbytes // 4, f"a {seen.largest}-byte allocation: the step copies the cache"
