@@ -12,7 +12,7 @@ import torch
 
 from kvlab.bench import RECORD_FIELDS, BenchConfig, format_table, parse_lengths, run_bench, to_records
 from kvlab.bench.measure import PeakMemory, copy_bandwidth
-from kvlab.bench.worker import run_case, weight_bytes
+from kvlab.bench.worker import error_row, run_case, weight_bytes
 from kvlab.cli.bench import config_from_args, split_methods
 from kvlab.errors import KvlabError, UnknownNameError
 from kvlab.models import hf_compat
@@ -64,6 +64,26 @@ def test_cli_config_validates_before_running_anything():
         config_from_args(args(budget="lots"))
     with pytest.raises(KvlabError):
         config_from_args(args(decode_tokens=0))
+    # a named model's window is read from its config, before any case loads it
+    with pytest.raises(KvlabError, match="window of 8192.*--lengths 8156"):
+        config_from_args(args(lengths="4k,100k"))
+    with pytest.raises(KvlabError, match="unknown device"):
+        config_from_args(args(device="gpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(KvlabError, match="no CUDA"):
+            config_from_args(args(device="cuda"))
+        with pytest.raises(KvlabError, match="graph needs a CUDA device"):
+            config_from_args(args(decode_mode="graph"))
+
+
+def test_table_of_failed_cases_says_what_failed():
+    """Every case of a length failing (the baseline included) still prints a table, labelled per row."""
+    result = {"device": {"name": "cpu", "device": "cpu", "copy_gbps": 10.0},
+              "rows": [error_row({"role": "transformers", "length": 5000}, "too long"),
+                       error_row({"role": "kvlab", "method": "snapkv", "length": 5000}, "too long")]}
+    assert [r["method"] for r in result["rows"]] == ["plain transformers", "snapkv"]
+    table = format_table(result)
+    assert "5000  plain transformers  -  error: too long" in table and "5000  snapkv  -  error: too long" in table
 
 
 def test_peak_memory_sees_an_allocation_and_not_the_baseline():
@@ -130,7 +150,8 @@ def test_transformers_case_and_errors():
     assert row["kv_decode_bytes"] == row["kv_bytes"] + 6 * (row["kv_bytes"] // 96)  # warmup + timed + 1 tokens
     assert "generate_ms_per_token" not in row and row["decode_mode"] == "greedy loop"
     too_long = run_case(case("kvlab", length=5000))
-    assert "window" in too_long["error"]
+    assert "window" in too_long["error"] and too_long["method"] == "full"
+    assert run_case(case("transformers", length=5000))["method"] == "plain transformers"
     with_generate = run_case(case("transformers", generate=True))
     assert with_generate["generate_ms_per_token"] > 0
 

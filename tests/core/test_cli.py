@@ -42,6 +42,25 @@ def test_help_explains():
     assert "--budget" in out and "25%" in out and "--chunk-size" in out and "--question" in out
 
 
+def test_no_help_shows_a_doubled_percent_sign():
+    """argparse %-formats argument help but prints descriptions and epilogs as written."""
+    from kvlab.cli.main import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in [("kvlab", parser), *commands.items()]:
+        assert "%%" not in sub.format_help(), f"`{name} --help` prints '%%'"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("generate", "--device", "gpu0", "--prompt", "x"), "unknown device 'gpu0'"),
+    (("bench", "--lengths", "100k"), "window of 8192 positions"),
+])
+def test_bad_device_or_length_fails_before_loading(args, needle):
+    result = kvlab(*args, timeout=120)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_prompt_longer_than_the_window(tmp_path):
     doc = tmp_path / "long.txt"

@@ -66,8 +66,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r['decode_ms_per_token']:.2f}", f"{r['floor_ms_per_token']:.2f}", f"{r['floor_ratio']:.2f}",
             _x(r["vs_baseline_decode_ms_per_token"]),
         ))
-    widths = [max(len(h), *(len(line[i]) for line in lines if i < len(line))) if lines else len(h)
-              for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(line[i]) for line in lines if len(line) == len(header)]) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
     dev = result.get("device", {})
     title = (f"{dev.get('name', '?')} ({dev.get('device', '?')}), copy bandwidth {dev.get('copy_gbps', '?')} GB/s "

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kvlab.bench.measure import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
-from kvlab.bench.worker import MARKER
+from kvlab.bench.worker import MARKER, error_row
 from kvlab.errors import KvlabError
 
 BASELINE = "transformers"
@@ -94,7 +94,7 @@ def run_case_subprocess(case: dict[str, Any], timeout: float) -> dict[str, Any]:
         proc = subprocess.run([sys.executable, "-m", "kvlab.bench.worker", json.dumps(case)], capture_output=True,
                               text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
-        return _error_row(case, f"timed out after {timeout:.0f} s")
+        return error_row(case, f"timed out after {timeout:.0f} s")
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             row = json.loads(line[len(MARKER):])
@@ -102,12 +102,9 @@ def run_case_subprocess(case: dict[str, Any], timeout: float) -> dict[str, Any]:
             return row
     why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit status {proc.returncode}"
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return _error_row(case, f"{why}: {' | '.join(tail)[-400:]}")
+    return error_row(case, f"{why}: {' | '.join(tail)[-400:]}")
 
 
-def _error_row(case: dict[str, Any], error: str) -> dict[str, Any]:
-    return {"role": case["role"], "method_spec": case.get("method", case["role"]), "length": case.get("length"),
-            "error": error}
 
 
 def run_bench(config: BenchConfig, on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,

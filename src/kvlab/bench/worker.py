@@ -28,6 +28,7 @@ from kvlab.models import hf_compat
 
 MARKER = "KVLAB_BENCH_RESULT "
 SHORT_WARMUP = 256
+BASELINE_LABEL = "plain transformers"
 
 
 def _sync(device: torch.device) -> None:
@@ -266,7 +267,7 @@ def run_transformers(case: dict[str, Any]) -> dict[str, Any]:
             gstamps = generate(first, cache, len(ids), warm_steps + timed + 1)
             extra["generate_ms_per_token"] = (gstamps[warm_steps + timed] - gstamps[warm_steps]) / timed * 1e3
     return {
-        **_common(case, lm, ids), "method": "plain transformers", "method_spec": "transformers",
+        **_common(case, lm, ids), "method": BASELINE_LABEL, "method_spec": "transformers",
         "method_kind": "baseline", "budget": "full", "chunk_size": None, "decode_mode": "greedy loop",
         "prefill_seconds": prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
@@ -299,11 +300,17 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     try:
         return ROLES[case["role"]](case)
     except KvlabError as exc:
-        return {"role": case["role"], "method_spec": case.get("method"), "length": case.get("length"),
-                "error": str(exc)}
+        return error_row(case, str(exc))
     except torch.OutOfMemoryError as exc:
-        return {"role": case["role"], "method_spec": case.get("method"), "length": case.get("length"),
-                "error": f"out of memory: {str(exc)[:200]}"}
+        return error_row(case, f"out of memory: {str(exc)[:200]}")
+
+
+def error_row(case: dict[str, Any], error: str) -> dict[str, Any]:
+    """The row of a case that failed, labelled as its measured row would be."""
+    role = case["role"]
+    method = BASELINE_LABEL if role == "transformers" else case.get("method", role)
+    return {"role": role, "method": method, "method_spec": case.get("method", role), "length": case.get("length"),
+            "error": error}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,7 @@ def config_from_args(args: argparse.Namespace):
     from kvlab.bench import BenchConfig, parse_lengths
     from kvlab.budget import Budget
     from kvlab.methods import get_method
+    from kvlab.models.loading import check_device, default_device, load_config
 
     model = args.model
     if args.random_weights:
@@ -78,11 +79,13 @@ def config_from_args(args: argparse.Namespace):
     if args.decode_mode == "compiled" and args.warmup_steps < 1:
         raise KvlabError("--decode-mode compiled compiles in its first step: use --warmup-steps 1 or more")
     lengths = parse_lengths(args.lengths)
-    if args.random_weights:
-        from kvlab.models import shapes
-
+    device = check_device(args.device or default_device())
+    if args.decode_mode == "graph" and device.type != "cuda":
+        raise KvlabError("--decode-mode graph needs a CUDA device; use static, compiled or eager on CPU")
+    config = load_config(model)
+    if config is not None:
         check_lengths_fit(lengths, args.warmup_steps + args.decode_tokens + 2,
-                          shapes.config_for(args.random_weights).max_position_embeddings, model)
+                          getattr(config, "max_position_embeddings", None), model)
     return BenchConfig(model=model, lengths=lengths, methods=methods, budget=args.budget,
                        chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
                        decode_mode=args.decode_mode, baseline=args.baseline, device=args.device, dtype=args.dtype,
@@ -97,7 +100,7 @@ def check_lengths_fit(lengths: list[int], generated: int, window: int | None, mo
     bad = [n for n in lengths if n + generated > window]
     if bad:
         raise KvlabError(
-            f"{model} has a window of {window} positions and each case generates {generated} tokens "
+            f"the model '{model}' has a window of {window} positions and each case generates {generated} tokens "
             f"(warm-up + decode + 2), so prompts of {', '.join(map(str, bad))} tokens do not fit: use at most "
             f"{window - generated} (e.g. --lengths {window - generated}) or fewer --decode-tokens"
         )

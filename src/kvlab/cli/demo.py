@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="run a small needle sweep on the embedded model and write its report",
         description="Run the demo sweep of configs/demo.yaml on the embedded SmolLM2-135M-Instruct: a needle grid "
-        "(depths 0/50/100%%, lengths 1K/2K/4K), full cache vs SnapKV, StreamingLLM and K-norm at 25%% and 50%% of "
+        "(depths 0/50/100%, lengths 1K/2K/4K), full cache vs SnapKV, StreamingLLM and K-norm at 25% and 50% of "
         "the prompt, query-aware and query-agnostic (126 samples, about ten minutes on 2 CPU cores). Writes "
         "DIR/results.db and DIR/report/index.html and prints the report's path. Interrupted? Run it again: "
         "it resumes.",

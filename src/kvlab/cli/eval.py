@@ -28,9 +28,9 @@ def add_parser(sub) -> None:
         description="Generate --n samples of a task at --length tokens (prompt + chat template + generation "
         "budget, counted with the model's tokenizer), run them under --method/--budget and print the score. "
         "See `kvlab ls tasks` for the tasks; file-based suites need --task-arg path=FILE.",
-        epilog="Examples: kvlab eval --task ruler/niah_single_2 --length 4096 -n 20 --method snapkv --budget 25%%\n"
+        epilog="Examples: kvlab eval --task ruler/niah_single_2 --length 4096 -n 20 --method snapkv --budget 25%\n"
         "  kvlab eval --task niah/single --length 2k -n 11 --task-arg depths=0,10,20,30,40,50,60,70,80,90,100\n"
-        "  kvlab eval --task shared/multikey --mode query_agnostic --method snapkv --budget 25%%\n"
+        "  kvlab eval --task shared/multikey --mode query_agnostic --method snapkv --budget 25%\n"
         "  kvlab eval --task ruler/qa_1 --task-arg path=dev-v2.0.json\n"
         "  kvlab eval --task perplexity --length 8k -n 2 --method streaming_llm --budget 1024",
         formatter_class=argparse.RawDescriptionHelpFormatter,

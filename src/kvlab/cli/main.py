@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kvlab",
         description="Long-context inference under a KV-cache budget: methods, benchmarks, reports, serving.",
         epilog="Run `kvlab COMMAND --help` for a command's options. Budgets: tokens per layer ('1024'), "
-        "a ratio of the prompt ('25%%'), KV bytes ('64MiB') or 'full'.",
+        "a ratio of the prompt ('25%'), KV bytes ('64MiB') or 'full'.",
     )
     parser.add_argument("--version", action="version", version=f"kvlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "report", help="write index.html + report.md + plots from a results.db",
         description="Render a kvlab result store: the effective budget of every method (smallest budget keeping "
-        ">= 95%% of the full-cache score, with a bootstrap interval), score vs budget per task with 95%% bands and "
+        ">= 95% of the full-cache score, with a bootstrap interval), score vs budget per task with 95% bands and "
         "the full cache as reference, score vs measured KV bytes (Pareto), needle depth x length heatmaps, "
         "per-task tables, speed and memory, failed cells and provenance. index.html is one self-contained page "
         "(plots embedded), report.md has the same tables.",

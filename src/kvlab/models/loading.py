@@ -39,6 +39,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device that exists here; a clear error otherwise."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KvlabError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KvlabError(f"device '{name}' asked for, but this torch sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise KvlabError(f"device '{name}' asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return device
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
@@ -61,6 +75,8 @@ def load_model(
         device_map: passed to transformers (e.g. ``auto`` to spread a big model over GPUs).
     """
     device = device or default_device()
+    if not device_map:
+        check_device(device)
     if isinstance(dtype, str):
         dtype = _parse_dtype(dtype)
     dtype = dtype or default_dtype(device)
@@ -88,6 +104,24 @@ def load_model(
     model.eval()
     spec = ModelSpec.from_config(model.config, dtype=dtype, name=label)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, name=label, source=source)
+
+
+def load_config(name: str = "default") -> Any | None:
+    """The transformers config of the model :func:`load_model` would load for ``name``, without its
+    weights (for checks before any work starts); None where it cannot be read cheaply."""
+    from transformers import AutoConfig
+
+    try:
+        if name.lower() in DEFAULT_ALIASES:
+            return AutoConfig.from_pretrained(str(embedded_model_dir()))
+        if name.startswith("random:"):
+            return shapes.config_for(name.split(":", 1)[1])
+        path = Path(name)
+        if path.is_file():
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KvlabError):
+        return None
 
 
 def _load_local(path: Path, common: dict[str, Any]):
