@@ -55,10 +55,24 @@ def test_no_help_shows_a_doubled_percent_sign():
 @pytest.mark.parametrize("args,needle", [
     (("generate", "--device", "gpu0", "--prompt", "x"), "unknown device 'gpu0'"),
     (("bench", "--lengths", "100k"), "window of 8192 positions"),
+    (("bench", "--threads", "0"), "--threads: must be >= 1"),
+    (("bench", "--timeout", "-1"), "--timeout: must be > 0 seconds"),
+    (("serve", "--port", "99999"), "a TCP port is 0-65535"),
 ])
-def test_bad_device_or_length_fails_before_loading(args, needle):
+def test_bad_options_fail_before_loading(args, needle):
     result = kvlab(*args, timeout=120)
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_on_a_taken_port_says_so_before_loading():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = kvlab("serve", "--port", str(taken.getsockname()[1]), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot listen on 127.0.0.1" in result.stderr and "another --port" in result.stderr
 
 
 @pytest.mark.slow

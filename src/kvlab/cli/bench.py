@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from kvlab.cli.common import add_model_options, chunk_size
+from kvlab.cli.common import add_model_options, chunk_size, non_negative_int, positive_int, positive_seconds
 from kvlab.decoding import DECODE_MODES
 from kvlab.engine import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
@@ -31,8 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--budget", default="10%", help="KV budget for compressing methods (default: %(default)s)")
     p.add_argument("--chunk-size", type=chunk_size, default=DEFAULT_CHUNK_SIZE,
                    help="prefill chunk; 'none' = one pass (default: %(default)s)")
-    p.add_argument("--decode-tokens", type=int, default=32, help="timed decoding steps (default: %(default)s)")
-    p.add_argument("--warmup-steps", type=int, default=2, help="untimed decoding steps first (default: %(default)s)")
+    p.add_argument("--decode-tokens", type=positive_int, default=32, help="timed decoding steps (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=2, help="untimed decoding steps first (default: %(default)s)")
     p.add_argument("--decode-mode", default="auto", choices=DECODE_MODES,
                    help="kvlab decoding path: eager, static, graph (CUDA graphs), compiled (torch.compile, "
                    "compiled during the warm-up steps); auto = graph on GPU; on CPU static for "
@@ -46,9 +46,9 @@ def add_parser(subparsers) -> None:
                    help="keep cuDNN SDPA on while decoding (off by default: it re-plans at every new length)")
     p.add_argument("--warmup", default="auto", choices=("auto", "full", "short", "none"),
                    help="warm-up prefill per case: auto = full length on CUDA, 256 tokens on CPU")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads in each case (default: torch's choice; 1 is steadier on a busy machine)")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per case (default: %(default)s)")
+    p.add_argument("--timeout", type=positive_seconds, default=3600, help="seconds per case (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-' = stdout)")
     p.add_argument("--store", metavar="DB", help="also add the records to this kvlab result store")
     p.set_defaults(func=run)

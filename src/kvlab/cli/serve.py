@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load
+from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load, non_negative_int, port, positive_int
 from kvlab.errors import KvlabError
 
 
@@ -23,18 +23,18 @@ def add_parser(sub) -> None:
     add_model_options(p)
     add_method_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    p.add_argument("--port", type=port, default=8000, help="(default: %(default)s)")
     p.add_argument("--api-key", default=os.environ.get("KVLAB_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 routes (default: $KVLAB_API_KEY, else none)")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send and /v1/models lists (default: the model's name)")
-    p.add_argument("--max-queue", type=_non_negative, default=16,
+    p.add_argument("--max-queue", type=non_negative_int, default=16,
                    help="requests that may wait behind the running one; more get HTTP 429 (default: %(default)s)")
     p.add_argument("--context-cache", default="512MiB",
                    help="memory for reusable prefilled contexts (LRU), e.g. 1GiB; 0 disables (default: %(default)s)")
-    p.add_argument("--max-prompt-tokens", type=_positive, default=None,
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=None,
                    help="reject longer prompts with 400 (default: the model's window)")
-    p.add_argument("--max-tokens", type=_positive, default=256,
+    p.add_argument("--max-tokens", type=positive_int, default=256,
                    help="tokens to generate when a request gives no max_tokens (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     method, budget = get_method(args.method), Budget.parse(args.budget)  # fail before loading the model
     cache_bytes = context_cache_bytes(args.context_cache)
+    _check_can_listen(args.host, args.port)  # before the model loads: a taken port fails in a second
     lm = load(args)
     if lm.tokenizer is None:
         raise KvlabError(f"{lm.name} has no tokenizer (random weights); kvlab serve needs a model with one")
@@ -111,18 +112,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+def _check_can_listen(host: str, port: int) -> None:
+    """Raise a clear error when ``host:port`` cannot be bound (taken, or not an address of this machine)."""
+    import socket
 
-
-def _non_negative(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise KvlabError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise KvlabError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port "
+                             "or stop what holds it") from None
