@@ -2,12 +2,13 @@
 # One prepared GPU session (about 9 minutes on an H100/H200): every figure of the performance issue
 # side by side in one run, on a random-weight model of Llama-3.1-8B's shape.
 #
-#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (9 files at most), logs: $OUT/logs.tar.gz
+#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (10 files at most), logs: $OUT/logs.tar.gz
 #
 # 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
 # 1. `kvlab bench` 32K and 130944 tokens (128K less room for the generated tokens: the window is
 #    131072): plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
+# 1a. decode attention alone (bench/decode_kernels.py): is the decode step's excess attention or the rest?
 # 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph
 # 1c. chunked-prefill attention per layer (bench/chunk_kernels.py): flash lower-right vs the cuDNN
 #     split of kvlab.chunk_attention vs one pass; then `full` at 128K end to end with the split on
@@ -48,6 +49,13 @@ log "1. kvlab bench, Llama-3.1-8B shape, 32K and 128K"
 timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 32k,130944 \
   --methods full,snapkv,streaming_llm --budget 10% --chunk-size 4096 --decode-tokens 64 --warmup-steps 3 \
   --warmup short --timeout 170 --json "$OUT/bench_8b.json" 2>&1 | tee "$LOGS/bench_8b.log" | grep -v "^ *$" | tail -30
+
+if [ "$(left)" -gt 240 ]; then
+  log "1a. decode attention alone per layer (CUDA graph replay): kvlab split / one matmul / SDPA vs reading K+V"
+  timeout 60 "$PY" bench/decode_kernels.py --lengths 13100,32k,130944 --json "$OUT/decode_kernels.json" \
+    > "$LOGS/decode_kernels.log" 2>&1
+  grep -E "^[0-9]+ " "$LOGS/decode_kernels.log"
+fi
 
 if [ "$(left)" -gt 200 ]; then
   log "1b. decode paths at 128K, 10% kept: CUDA graph vs torch.compile + CUDA graph, same cache"
