@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
 import platform
@@ -25,14 +24,8 @@ from typing import Any, Self
 
 import torch
 
-
-# glibc's mmap threshold: runner.py starts every case with FIXED_MMAP_THRESHOLD through this
-# variable; 32 MiB is the most glibc's own dynamic threshold rises to on 64-bit, where it stands
-# after a long prefill.
-MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
-FIXED_MMAP_THRESHOLD = 1 << 20
-_DYNAMIC_MAX = 32 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number
+# glibc's mmap threshold (kvlab.heap): runner.py starts every case with it fixed through the variable
+from kvlab.heap import DYNAMIC_MAX, M_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV, mallopt
 
 
 def _status_kib(field: str) -> int | None:
@@ -112,27 +105,20 @@ class PeakMemory:
         return max(0, self.peak - self.base)
 
 
-def _mallopt():
-    try:
-        return ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
 @contextlib.contextmanager
 def heap_reuse() -> Iterator[None]:
     """Around a timed decoding loop on CPU, when the case runs with a fixed mmap threshold: blocks under
     32 MiB come from the reusable heap again, as under glibc's default, so per-step allocations (a
     ``DynamicCache``'s ``torch.cat`` of the whole layer) do not pay fresh page faults that a default
     process would not. The fixed threshold is for the memory peaks only; it is restored on exit."""
-    fixed, mallopt = os.environ.get(MMAP_THRESHOLD_ENV), _mallopt()
-    if not fixed or mallopt is None or not mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MAX):
+    fixed, call = os.environ.get(MMAP_THRESHOLD_ENV), mallopt()
+    if not fixed or call is None or not call(M_MMAP_THRESHOLD, DYNAMIC_MAX):
         yield
         return
     try:
         yield
     finally:
-        mallopt(_M_MMAP_THRESHOLD, int(fixed))
+        call(M_MMAP_THRESHOLD, int(fixed))
 
 
 def copy_bandwidth(device: torch.device | str, nbytes: int | None = None, repeats: int = 10) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kvlab.bench.measure import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
+from kvlab.heap import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
 from kvlab.bench.worker import MARKER, error_row
 from kvlab.errors import KvlabError
 

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 
+from kvlab import heap
 from kvlab.errors import KvlabError
 
 COMMANDS = ("generate", "eval", "run", "report", "export", "serve", "bench", "ls", "demo")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    heap.fix_mmap_threshold()  # freed prefill activations leave the resident set (kvlab.heap)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

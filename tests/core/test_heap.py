@@ -1,0 +1,57 @@
+"""kvlab commands fix glibc's mmap threshold for their process (freed activations leave the RSS)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import contextlib, ctypes, io, json, os, torch
+from kvlab.cli.main import main
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mapped(nbytes):  # a fresh mapping for this block (1), or heap memory (0)
+    before = libc.mallinfo2().hblks
+    t = torch.empty(nbytes, dtype=torch.uint8)
+    return libc.mallinfo2().hblks - before
+
+# what glibc does by default: a freed 8 MiB mapping raises the threshold past 4 MiB
+del_me = torch.empty(8 << 20, dtype=torch.uint8); del del_me
+before = mapped(4 << 20)
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["ls", "methods"])
+print(json.dumps({"before": before, "after": mapped(4 << 20), "env": os.environ.get("MALLOC_MMAP_THRESHOLD_")}))
+"""
+
+
+def run_probe(**env) -> dict:
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env={**base, **env},
+                          timeout=120, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture(autouse=True)
+def _glibc():
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+
+
+def test_a_kvlab_command_fixes_the_threshold_and_exports_it():
+    out = run_probe()
+    assert out == {"before": 0, "after": 1, "env": str(1 << 20)}
+
+
+def test_a_threshold_the_user_chose_is_kept():
+    out = run_probe(MALLOC_MMAP_THRESHOLD_=str(64 << 20))
+    assert out == {"before": 0, "after": 0, "env": str(64 << 20)}
