@@ -20,7 +20,6 @@ Every chunk row's largest deviation from the one-pass output (over sampled chunk
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -28,7 +27,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from sparse_kernels import _timer, layer_inputs, report  # bench/ is the script's folder
+from sparse_kernels import _timer, kernel_parser, layer_inputs, run_lengths  # bench/ is the script's folder
 
 
 def _lower_right(query, key, value, scaling):
@@ -107,24 +106,10 @@ def _say(row: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kvlab.bench.runner import parse_lengths
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", default="llama-3.1-8b", help="head geometry of this model shape (default: %(default)s)")
-    p.add_argument("--lengths", default="32k,128k")
+    p = kernel_parser(__doc__, "32k,128k", 3)
     p.add_argument("--chunk", type=int, default=4096, help="prefill chunk size (default: %(default)s)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    torch.set_grad_enabled(False)
-    rows = []
-    for length in parse_lengths(args.lengths):
-        rows += measure(args.shape, length, args.chunk, device, args.repeats)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return report(args.shape, device, rows, args.json)
+    return run_lengths(args, lambda length, device: measure(args.shape, length, args.chunk, device, args.repeats))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ captured in a CUDA graph and replayed, as a decoding step is (no launch overhead
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -28,7 +27,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from sparse_kernels import _timer, report  # bench/ is the script's folder
+from sparse_kernels import _timer, kernel_parser, run_lengths  # bench/ is the script's folder
 
 
 def _inputs(shape: str, slots: int, held: int, layers: int, device: torch.device):
@@ -124,28 +123,10 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kvlab.bench.runner import parse_lengths
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", default="llama-3.1-8b", help="head geometry of this model shape (default: %(default)s)")
-    p.add_argument("--lengths", default="13100,32k,130944", help="tokens held (default: %(default)s: 10%% of "
-                   "128K, 32K and 128K less the generated tokens)")
+    p = kernel_parser(__doc__, "13100,32k,130944", 5)  # 10% of 128K, 32K, 128K less the generated tokens
     p.add_argument("--layers", type=int, default=8, help="distinct caches per timing (default: %(default)s)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    rows = []
-    for length in parse_lengths(args.lengths):
-        rows += measure(args.shape, length, args.layers, device, args.repeats)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return report(args.shape, device, rows, args.json)
+    return run_lengths(args, lambda length, device: measure(args.shape, length, args.layers, device, args.repeats))
 
 
 if __name__ == "__main__":

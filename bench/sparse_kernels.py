@@ -151,28 +151,43 @@ def measure(shape: str, length: int, device: torch.device, repeats: int, methods
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    from kvlab.bench.runner import parse_lengths
-    from kvlab.cli.bench import split_methods
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def kernel_parser(doc: str, lengths: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every per-kernel script takes: --shape, --lengths, --device, --repeats, --threads, --json."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--shape", default="llama-3.1-8b", help="head geometry of this model shape (default: %(default)s)")
-    p.add_argument("--lengths", default="32k,128k")
+    p.add_argument("--lengths", default=lengths, help="tokens (default: %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--methods", default=None, help="sparse methods with parameters (default: a_shape, lm_infinite "
-                   "with an 8K window, minference)")
-    p.add_argument("--json", metavar="PATH")
-    args = p.parse_args(argv)
+    p.add_argument("--repeats", type=int, default=repeats, help="timed runs, median (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", metavar="PATH", help="also write the result here")
+    return p
+
+
+def run_lengths(args: argparse.Namespace, measure_length) -> int:
+    """``measure_length(length, device) -> rows`` for each of ``--lengths``; prints and writes the result."""
+    from kvlab.bench.runner import parse_lengths
+
     device = torch.device(args.device)
-    methods = SPARSE if not args.methods else {m.split(":")[0]: m for m in split_methods(args.methods)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     rows = []
     for length in parse_lengths(args.lengths):
-        rows += measure(args.shape, length, device, args.repeats, methods)
+        rows += measure_length(length, device)
         if device.type == "cuda":
-            torch.cuda.empty_cache()  # this length's tensors are gone with measure()'s frame
+            torch.cuda.empty_cache()  # this length's tensors are gone with measure_length()'s frame
     return report(args.shape, device, rows, args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kvlab.cli.bench import split_methods
+
+    p = kernel_parser(__doc__, "32k,128k", 5)
+    p.add_argument("--methods", default=None, help="sparse methods with parameters (default: a_shape, lm_infinite "
+                   "with an 8K window, minference)")
+    args = p.parse_args(argv)
+    methods = SPARSE if not args.methods else {m.split(":")[0]: m for m in split_methods(args.methods)}
+    return run_lengths(args, lambda length, device: measure(args.shape, length, device, args.repeats, methods))
 
 
 if __name__ == "__main__":

@@ -83,3 +83,22 @@ class LargestAllocation:
 
     def __exit__(self, *exc):
         return self._mode.__exit__(*exc)
+
+
+# Python source for a subprocess probe of glibc's allocator: ``mapped(nbytes)`` allocates a torch
+# tensor of that size and returns 1 if glibc mapped it afresh (above the mmap threshold), 0 if it came
+# from the heap (mallinfo2, glibc >= 2.33).
+MAPPED_PROBE = """
+import ctypes, torch
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mapped(nbytes):
+    before = libc.mallinfo2().hblks
+    t = torch.empty(nbytes, dtype=torch.uint8)
+    return libc.mallinfo2().hblks - before
+"""

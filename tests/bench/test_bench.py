@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from tinymodels import MAPPED_PROBE
 
 from kvlab.bench import RECORD_FIELDS, BenchConfig, format_table, parse_lengths, run_bench, to_records
 from kvlab.bench.measure import PeakMemory, copy_bandwidth
@@ -227,25 +228,14 @@ def test_cli_runs_each_case_in_its_own_process(tmp_path):
     assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
 
 
-HEAP_PROBE = """
-import ctypes, json, torch
+HEAP_PROBE = MAPPED_PROBE + """
+import json
 from kvlab.bench.measure import heap_reuse
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-
-def mmapped(nbytes):
-    before = libc.mallinfo2().hblks
-    t = torch.empty(nbytes, dtype=torch.uint8)
-    return libc.mallinfo2().hblks - before
-
-out = {"outside": mmapped(4 << 20)}
+out = {"outside": mapped(4 << 20)}
 with heap_reuse():
-    out["inside"] = mmapped(4 << 20)
-out["after"] = mmapped(4 << 20)
+    out["inside"] = mapped(4 << 20)
+out["after"] = mapped(4 << 20)
 print(json.dumps(out))
 """
 

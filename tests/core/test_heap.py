@@ -9,21 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from tinymodels import MAPPED_PROBE
 
-PROBE = """
-import contextlib, ctypes, io, json, os, torch
+PROBE = MAPPED_PROBE + """
+import contextlib, io, json, os
 from kvlab.cli.main import main
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-
-def mapped(nbytes):  # a fresh mapping for this block (1), or heap memory (0)
-    before = libc.mallinfo2().hblks
-    t = torch.empty(nbytes, dtype=torch.uint8)
-    return libc.mallinfo2().hblks - before
 
 # what glibc does by default: a freed 8 MiB mapping raises the threshold past 4 MiB
 del_me = torch.empty(8 << 20, dtype=torch.uint8); del del_me
