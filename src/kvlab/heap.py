@@ -5,9 +5,14 @@ freed; it raises the threshold (up to 32 MiB on 64-bit) each time a larger mappe
 long prefill frees many 1-32 MiB activations, so after the first ones its activations come from the
 heap and its peak resident set grows by hundreds of MiB past what is live: on the embedded model at
 8,000 tokens a one-pass prefill's peak RSS was 754-989 MiB for 574 MiB of live tensors, 565 MiB with a
-fixed 1 MiB threshold (docs/performance.md). ``kvlab`` commands fix it for their own process
-(:func:`fix_mmap_threshold`); a program using kvlab as a library can call the same function, or start
-Python with ``MALLOC_MMAP_THRESHOLD_=1048576``. Nothing happens off glibc.
+fixed 1 MiB threshold (docs/performance.md). The price is page faults: every freed activation is
+unmapped and the next one faults in fresh pages. On one long prompt that cost ~1% of the time
+(`kvlab generate`, 6,530 tokens: peak RSS 1360 -> 1175 MiB, 57.3 -> 57.9 s), on the demo's sweep of
+short prompts 11% (406 -> 453 s; system time 14 -> 61 s; peak RSS 4.56 -> 3.79 GB). So it is a choice,
+not a default: call :func:`fix_mmap_threshold` (or start Python with ``MALLOC_MMAP_THRESHOLD_=1048576``,
+which also reaches the ``kvlab`` commands) where resident memory matters more than those percent.
+``kvlab bench`` runs every case with it, for peaks that follow the live tensors. Nothing happens off
+glibc.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def fix_mmap_threshold(nbytes: int = FIXED_MMAP_THRESHOLD) -> bool:
     the resident set) and export ``MALLOC_MMAP_THRESHOLD_`` so child processes start the same way.
 
     A threshold the user set through that variable is left alone (glibc applied it at start). Returns
-    whether this call set it. Costs nothing measurable in prefill time (docs/performance.md)."""
+    whether this call set it."""
     if os.environ.get(MMAP_THRESHOLD_ENV):
         return False
     call = mallopt()

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import sys
 
-from kvlab import heap
 from kvlab.errors import KvlabError
 
 COMMANDS = ("generate", "eval", "run", "report", "export", "serve", "bench", "ls", "demo")
@@ -38,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    heap.fix_mmap_threshold()  # freed prefill activations leave the resident set (kvlab.heap)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
