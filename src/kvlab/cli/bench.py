@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--random-weights", metavar="SHAPE", default=None,
                    help="measure a random-weight model of a named shape (e.g. llama-3.1-8b; see `kvlab ls "
                    "models`) instead of --model")
-    p.add_argument("--lengths", default="4k", help="prompt lengths in tokens: 4k,8k,32k,128k (default: %(default)s)")
+    p.add_argument("--lengths", default="4k",
+                   help="prompt lengths in tokens, e.g. 4k,8000 or 32k,130944; each plus the tokens a case "
+                   "generates must fit the model's window, which is checked first (default: %(default)s)")
     p.add_argument("--methods", default="full,snapkv,streaming_llm",
                    help="methods, comma-separated, with optional parameters: "
                    "full,a_shape:n_init=64,n_local=1024,snapkv (default: %(default)s)")
