@@ -73,7 +73,7 @@ def test_cli_config_validates_before_running_anything():
     if not torch.cuda.is_available():
         with pytest.raises(KvlabError, match="no CUDA"):
             config_from_args(args(device="cuda"))
-        with pytest.raises(KvlabError, match="graph needs a CUDA device"):
+        with pytest.raises(KvlabError, match="'graph' needs a CUDA device"):
             config_from_args(args(decode_mode="graph"))
 
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kvlab.heap import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
 from kvlab.bench.worker import MARKER, error_row
 from kvlab.errors import KvlabError
+from kvlab.heap import FIXED_MMAP_THRESHOLD, MMAP_THRESHOLD_ENV
 
 BASELINE = "transformers"
 
@@ -103,8 +103,6 @@ def run_case_subprocess(case: dict[str, Any], timeout: float) -> dict[str, Any]:
     why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit status {proc.returncode}"
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return error_row(case, f"{why}: {' | '.join(tail)[-400:]}")
-
-
 
 
 def run_bench(config: BenchConfig, on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,

@@ -8,7 +8,7 @@ import os
 import sys
 
 from kvlab.cli.common import add_model_options, chunk_size, non_negative_int, positive_int, positive_seconds
-from kvlab.decoding import DECODE_MODES
+from kvlab.decoding import DECODE_MODES, resolve_mode
 from kvlab.engine import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
 
@@ -60,6 +60,7 @@ def config_from_args(args: argparse.Namespace):
     from kvlab.bench import BenchConfig, parse_lengths
     from kvlab.budget import Budget
     from kvlab.methods import get_method
+    from kvlab.models import ModelSpec
     from kvlab.models.loading import check_device, default_device, load_config
 
     model = args.model
@@ -81,13 +82,11 @@ def config_from_args(args: argparse.Namespace):
     if args.decode_mode == "compiled" and args.warmup_steps < 1:
         raise KvlabError("--decode-mode compiled compiles in its first step: use --warmup-steps 1 or more")
     lengths = parse_lengths(args.lengths)
-    device = check_device(args.device or default_device())
-    if args.decode_mode == "graph" and device.type != "cuda":
-        raise KvlabError("--decode-mode graph needs a CUDA device; use static, compiled or eager on CPU")
+    resolve_mode(args.decode_mode, check_device(args.device or default_device()))  # 'graph' needs CUDA
     config = load_config(model)
-    if config is not None:
+    if config is not None:  # the window engine.check_fits applies in each case
         check_lengths_fit(lengths, args.warmup_steps + args.decode_tokens + 2,
-                          getattr(config, "max_position_embeddings", None), model)
+                          ModelSpec.from_config(config).max_positions, model)
     return BenchConfig(model=model, lengths=lengths, methods=methods, budget=args.budget,
                        chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
                        decode_mode=args.decode_mode, baseline=args.baseline, device=args.device, dtype=args.dtype,
