@@ -9,9 +9,13 @@ and reports ms per layer and the K+V bytes read per second. On CUDA the loop ove
 captured in a CUDA graph and replayed, as a decoding step is (no launch overhead in the figures).
 
 * ``read K+V (sum)``: a plain reduction over the layer's keys and values: this attention's floor;
-* ``kvlab decode_attention``: what static / graph / compiled decoding runs (the value reduction split
-  into :func:`kvlab.attention.value_pieces` pieces where that rule splits);
-* ``kvlab, value reduction in one matmul``: the same with the split off;
+* ``kvlab decode_attention``: what static / graph / compiled decoding runs for methods that do not read
+  the attention probabilities (the value reduction split into :func:`kvlab.attention.value_pieces`
+  pieces where that rule splits);
+* ``kvlab decode_attention + key mass``: the same returning the mass each slot received (H2O, TOVA);
+* ``kvlab, value reduction in one matmul``: the first row with the split off;
+* ``kvlab flex_attention (FlexDecoding)``: :mod:`kvlab.flex_decode`, the opt-in fused kernel
+  (``KVLAB_DECODE_ATTENTION=flex``), compiled (on CPU inductor's C++ template);
 * ``sdpa ...``: PyTorch SDPA (flash, efficient) for one query without a mask (a cache without empty
   slots), grouped heads: what a fused kernel gives.
 
@@ -51,7 +55,10 @@ def _graph_timer(device: torch.device):
     """Time ``fn`` as a CUDA graph replay on a GPU (what decoding runs); plain timing on CPU."""
     plain = _timer(device)
     if device.type != "cuda":
-        return plain
+        def warm_then_time(fn, repeats: int) -> list[float]:
+            fn()  # compiles flex; first-touch costs
+            return plain(fn, repeats)
+        return warm_then_time
 
     def run(fn, repeats: int) -> list[float]:
         stream = torch.cuda.Stream()
@@ -70,7 +77,7 @@ def _graph_timer(device: torch.device):
 def measure(shape: str, length: int, layers: int, device: torch.device, repeats: int) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kvlab import attention
+    from kvlab import attention, flex_decode
 
     slots = attention.split_capacity(length)
     spec, query, keys, values, positions = _inputs(shape, slots, length, layers, device)
@@ -80,9 +87,14 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
     timer = _graph_timer(device)
     rows = []
 
-    def kvlab_decode():
+    def kvlab_decode(want_key_mass: bool = False):
         for i in range(layers):
-            attention.decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling)
+            attention.decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling,
+                                       want_key_mass=want_key_mass)
+
+    def flex():
+        for i in range(layers):
+            flex_decode.flex_decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling)
 
     @contextlib.contextmanager
     def no_split():
@@ -100,7 +112,9 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
     backend = lambda *b: (lambda: sdpa_kernel(list(b)))  # noqa: E731
     cases = [("read K+V (sum)", lambda: [(keys[i].sum(), values[i].sum()) for i in range(layers)], None),
              ("kvlab decode_attention", kvlab_decode, None),
-             ("kvlab, value reduction in one matmul", kvlab_decode, no_split)]
+             ("kvlab decode_attention + key mass", lambda: kvlab_decode(True), None),
+             ("kvlab, value reduction in one matmul", kvlab_decode, no_split),
+             ("kvlab flex_attention (FlexDecoding)", flex, None)]
     if device.type == "cuda":
         # not cuDNN: a refused graph capture can leave the CUDA context unusable for the next rows
         cases += [("sdpa flash (no mask)", sdpa, backend(SDPBackend.FLASH_ATTENTION)),
@@ -116,7 +130,7 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
                 ms = statistics.median(timer(fn, repeats)) / layers
             row.update(ms_per_layer=round(ms, 4), kv_gb_per_s=round(kv_bytes / (ms * 1e-3) / 1e9, 1))
             said = f"{row['ms_per_layer']} ms/layer, {row['kv_gb_per_s']} GB/s"
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - a kernel that fails here (a compile error) is a row's result
             row["error"] = said = str(exc).splitlines()[0][:200]
         rows.append(row)
         print(f"{length} {label}: {said}", file=sys.stderr, flush=True)

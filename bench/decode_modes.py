@@ -18,13 +18,16 @@ tens of seconds (inductor builds C++); it is reported as ``warmup_seconds``, not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
 
 import torch
 
+from kvlab import flex_decode
 from kvlab.apply import apply
 from kvlab.bench.measure import copy_bandwidth, device_info
 from kvlab.bench.worker import _ids, _load, _sync, weight_bytes
@@ -59,7 +62,10 @@ def decode_modes(lm, prefilled, method, modes: list[str], warmup: int, tokens: i
         state.phase, state.prompt_tokens = "append", prefilled.context_tokens
         for m in modes:
             state.cache = caches[m]
-            steps[m] = make_step(m, lm.model, caches[m], device, state, steps_total + 1)
+            mode, _, kernel = m.partition("+")
+            with _switch(flex_decode.SWITCH, kernel or None):
+                steps[m] = make_step(mode, lm.model, caches[m], device, state, steps_total + 1)
+            out[m]["decode_attention"] = getattr(steps[m], "kernel", "sdpa")
             out[m]["warmup_seconds"] = advance(m, warmup)
         for _ in range(rounds):
             for m in modes:
@@ -70,6 +76,32 @@ def decode_modes(lm, prefilled, method, modes: list[str], warmup: int, tokens: i
              "kv_decode_bytes": caches[m].bytes_held} for m in modes]
 
 
+def _mode_spec(p: argparse.ArgumentParser, spec: str, device: torch.device) -> str:
+    """``mode`` or ``mode+kernel``, the mode resolved for ``device``, the kernel checked."""
+    mode, plus, kernel = spec.partition("+")
+    mode = resolve_mode(mode, device)
+    if plus and (mode == "eager" or kernel not in flex_decode.KERNELS):
+        p.error(f"--modes {spec}: a kernel goes with a static mode ({', '.join(flex_decode.KERNELS)}), "
+                "as in graph+flex")
+    return f"{mode}+{kernel}" if plus else mode
+
+
+@contextlib.contextmanager
+def _switch(name: str, value: str | None):
+    """Set environment variable ``name`` to ``value`` for the block (unchanged where ``value`` is None)."""
+    saved = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if saved is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default", help="as for kvlab bench (default, a path, random:<shape>)")
@@ -77,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="full,snapkv", help="comma-separated (default: %(default)s)")
     p.add_argument("--budget", default="10%", help="KV budget of compressing methods (default: %(default)s)")
     p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk (default: %(default)s)")
-    p.add_argument("--modes", default=None, help="decode modes (default: eager,static,compiled; + graph on CUDA)")
+    p.add_argument("--modes", default=None,
+                   help="decode modes (default: eager,static,compiled; + graph on CUDA); a static mode may name its "
+                        "decode attention kernel: graph+flex, compiled+matmul (default: KVLAB_DECODE_ATTENTION's)")
     p.add_argument("--tokens", type=int, default=32, help="timed steps (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds, modes interleaved (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
@@ -89,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     lm = _load({"model": args.model})
     device = lm.device
     modes = (args.modes or ("eager,static,compiled,graph" if device.type == "cuda" else "eager,static,compiled")).split(",")
-    modes = [resolve_mode(m, device) for m in modes]
-    if "compiled" in modes and args.warmup < 1:
+    modes = [_mode_spec(p, m, device) for m in modes]
+    if any(m.startswith("compiled") for m in modes) and args.warmup < 1:
         p.error("the compiled mode compiles in its first step: use --warmup 1 or more")
     length = parse_length(args.length)
     ids = _ids(lm, length, 0)
@@ -110,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                        kv_bytes=prefilled.cache.bytes_held, floor_ms_per_token=floor_ms,
                        floor_ratio=row["decode_ms_per_token"] / floor_ms, same_tokens=row["tokens"] == first)
             rows.append(row)
-            print(f"{row['method']:>14} {mode:>9}: {row['decode_ms_per_token']:8.2f} ms/token "
+            print(f"{row['method']:>14} {mode:>14}: {row['decode_ms_per_token']:8.2f} ms/token "
                   f"({row['floor_ratio']:.2f}x floor {floor_ms:.2f} ms), warm-up {row['warmup_seconds']:.1f} s, "
                   f"same tokens {row['same_tokens']}", flush=True)
         del prefilled

@@ -2,14 +2,15 @@
 # One prepared GPU session (about 9 minutes on an H100/H200): every figure of the performance issue
 # side by side in one run, on a random-weight model of Llama-3.1-8B's shape.
 #
-#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (10 files at most), logs: $OUT/logs.tar.gz
+#   OUT=out bash bench/gpu_session.sh     # results: $OUT/*.json (a dozen files at most), logs: $OUT/logs.tar.gz
 #
 # 0. smoke: the GPU tests of the CUDA-only paths and a tiny `kvlab bench`; stops here if they fail
 # 1. `kvlab bench` 32K and 130944 tokens (128K less room for the generated tokens: the window is
 #    131072): plain transformers vs kvlab full / snapkv / streaming_llm at 10%,
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
 # 1a. decode attention alone (bench/decode_kernels.py): is the decode step's excess attention or the rest?
-# 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph
+# 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph, each with
+#     kvlab's matmul decode attention or flex_attention's decoding kernel (KVLAB_DECODE_ATTENTION=flex)
 # 1c. chunked-prefill attention per layer (bench/chunk_kernels.py): flash lower-right vs the cuDNN
 #     split of kvlab.chunk_attention vs one pass; then `full` at 128K end to end with the split on
 # 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
@@ -36,6 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 
 log "0. smoke"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core/test_cuda_paths.py tests/core/test_decoding.py \
+  tests/core/test_flex_decode.py \
   > "$LOGS/pytest_gpu.log" 2>&1
 echo "pytest exit $?"; tail -15 "$LOGS/pytest_gpu.log"
 timeout 120 "$PY" -m kvlab.cli.main bench --random-weights tiny-llama --lengths 1k --methods full,snapkv,streaming_llm \
@@ -52,16 +54,22 @@ timeout $(( $(left) - 200 )) "$PY" -m kvlab.cli.main bench --random-weights llam
 
 if [ "$(left)" -gt 240 ]; then
   log "1a. decode attention alone per layer (CUDA graph replay): kvlab split / one matmul / SDPA vs reading K+V"
-  timeout 60 "$PY" bench/decode_kernels.py --lengths 13100,32k,130944 --json "$OUT/decode_kernels.json" \
+  timeout 90 "$PY" bench/decode_kernels.py --lengths 13100,32k,130944 --json "$OUT/decode_kernels.json" \
     > "$LOGS/decode_kernels.log" 2>&1
   grep -E "^[0-9]+ " "$LOGS/decode_kernels.log"
 fi
 
 if [ "$(left)" -gt 200 ]; then
-  log "1b. decode paths at 128K, 10% kept: CUDA graph vs torch.compile + CUDA graph, same cache"
+  log "1b. decode paths at 128K, 10% kept: CUDA graph (matmuls / flex) vs torch.compile + CUDA graph, same cache"
   timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
-    --length 130944 --methods snapkv --modes graph,compiled --tokens 32 --rounds 3 --warmup 3 \
+    --length 130944 --methods snapkv --modes graph,graph+flex,compiled --tokens 32 --rounds 3 --warmup 3 \
     --json "$OUT/decode_modes_8b.json" 2>&1 | tee "$LOGS/decode_modes_8b.log" | grep -v "^ *$" | tail -5
+fi
+if [ "$(left)" -gt 330 ]; then
+  log "1b'. the same with torch.compile + flex decode attention (a second compile of the step)"
+  timeout $(( $(left) - 250 < 200 ? $(left) - 250 : 200 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
+    --length 130944 --methods snapkv --modes graph,compiled+flex --tokens 32 --rounds 3 --warmup 3 \
+    --json "$OUT/decode_modes_8b_flex.json" 2>&1 | tee "$LOGS/decode_modes_8b_flex.log" | grep -v "^ *$" | tail -3
 fi
 
 if [ "$(left)" -gt 180 ]; then

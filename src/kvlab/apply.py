@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from kvlab import flex_decode
 from kvlab.attention import decode_attention, masked_attention, sdpa_attention
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache, KVLayer
@@ -121,6 +122,10 @@ class State:
         # static decoding of a decode-time method: per layer, (capacity of each step (steps,) on the
         # device, the sequence length after the first step) -- set by kvlab.decoding.StaticStep
         self.decode_capacity: dict[int, tuple[torch.Tensor, int]] = {}
+        # static decoding: the attention kernel ("matmul" or "flex", kvlab.flex_decode; set by StaticStep)
+        # and whether the step computes the attention mass each slot received (H2O, TOVA read it)
+        self.decode_kernel = "matmul"
+        self.decode_key_mass = flex_decode.wants_key_mass(method)
 
     def capacity(self, layer_idx: int, seen: int) -> int:
         """Slots ``layer_idx`` may keep now: the budget resolved against the prompt while it is being
@@ -148,7 +153,12 @@ class State:
         softcap = kwargs.get("softcap")
         if getattr(layer, "static", False):
             query_pos = (layer.seen_t - 1).view(1)
-            out, key_mass = decode_attention(query, key, value, layer.positions, query_pos, scaling, window, softcap)
+            if self.decode_kernel == "flex":
+                out, key_mass = flex_decode.flex_decode_attention(
+                    query, key, value, layer.positions, query_pos, scaling, window, softcap), None
+            else:
+                out, key_mass = decode_attention(query, key, value, layer.positions, query_pos, scaling, window,
+                                                 softcap, want_key_mass=self.decode_key_mass)
             self._after_static_step(layer_idx, layer, query, query_pos, scaling, window, key_mass)
             return out.transpose(1, 2).contiguous(), None
         query_pos = torch.arange(layer.seen - q_len, layer.seen, device=query.device)

@@ -151,38 +151,43 @@ def decode_attention(
     scaling: float,
     window: int | None = None,
     softcap: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    want_key_mass: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention of one new token per sequence over a fixed-size cache that may have empty slots.
 
     No host syncs and no data-dependent shapes, so a decoding step built on it can be captured in
     a CUDA graph. ``query (B, Hq, 1, D)``, ``query_pos (1,)`` a device tensor. Returns
     ``(output (B, Hq, 1, D), key_mass (B, Hkv, L) float32)`` -- the probabilities each slot received,
-    summed over the heads of its group (what H2O accumulates and TOVA ranks).
+    summed over the heads of its group (what H2O accumulates and TOVA ranks); ``key_mass`` is None
+    when not wanted (one reduction pass over the scores less).
     """
     if torch.compiler.is_compiling():  # opaque to inductor, see _decode_attention_op
-        return _decode_attention_op(query, key, value, key_pos, query_pos, scaling, window, softcap)
-    return _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap)
+        out, mass = _decode_attention_op(query, key, value, key_pos, query_pos, scaling, window, softcap,
+                                         want_key_mass)
+        return out, (mass if want_key_mass else None)
+    return _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass)
 
 
 @torch.library.custom_op("kvlab::decode_attention", mutates_args=())
 def _decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_pos: torch.Tensor,
                          query_pos: torch.Tensor, scaling: float, window: int | None,
-                         softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+                         softcap: float | None, want_key_mass: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`decode_attention` as one opaque operator for ``torch.compile``: inductor fuses the rest of
     the decoding step but leaves the attention to the library matmuls (its own code for a 1 x L
-    score row was 2-3x slower on CPU at 4K keys)."""
-    out, mass = _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap)
-    return out.contiguous(), mass.contiguous()
+    score row was 2-3x slower on CPU at 4K keys). Without ``want_key_mass`` the second output is empty."""
+    out, mass = _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass)
+    return out.contiguous(), (mass.contiguous() if mass is not None else key_pos.new_empty(0, dtype=torch.float32))
 
 
 @_decode_attention_op.register_fake
-def _(query, key, value, key_pos, query_pos, scaling, window, softcap):
+def _(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass):
     b, hq, q_len, _ = query.shape
+    mass_shape = (b, key.shape[1], key.shape[2]) if want_key_mass else (0,)
     return (query.new_empty(b, hq, q_len, value.shape[-1], dtype=value.dtype),
-            query.new_empty(b, key.shape[1], key.shape[2], dtype=torch.float32))
+            query.new_empty(*mass_shape, dtype=torch.float32))
 
 
-def _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap):
+def _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass=True):
     b, hq, q_len, d = query.shape
     hkv = key.shape[1]
     qg = query.reshape(b, hkv, (hq // hkv) * q_len, d)
@@ -193,7 +198,7 @@ def _decode_attention(query, key, value, key_pos, query_pos, scaling, window, so
     scores.masked_fill_(~ok, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = weighted_values(probs.to(value.dtype), value).reshape(b, hq, q_len, value.shape[-1])
-    return out, probs.sum(dim=2)
+    return out, (probs.sum(dim=2) if want_key_mass else None)
 
 
 def value_pieces(n: int, device: torch.device) -> int:

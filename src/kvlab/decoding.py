@@ -22,6 +22,10 @@ one; each step keeps the budget eager decoding would keep at that length (a rati
 the sequence; see :meth:`kvlab.apply.State._after_static_step`), so every mode keeps the same tokens.
 Every static capacity is then rounded up by :func:`kvlab.attention.split_capacity` (under 0.1% more
 empty slots) so decode attention can split its value reduction into equal pieces without copying.
+
+The static modes' attention kernel is :func:`kvlab.attention.decode_attention` or, with
+``KVLAB_DECODE_ATTENTION=flex``, flex_attention's decoding kernel (:mod:`kvlab.flex_decode`), chosen
+when the step is built; with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 import torch
 
+from kvlab import flex_decode
 from kvlab.attention import split_capacity
 from kvlab.cache import BudgetCache
 from kvlab.errors import KvlabError
@@ -80,6 +85,9 @@ class StaticStep:
     def __init__(self, model: Any, cache: BudgetCache, device: torch.device, state: Any, max_new_tokens: int):
         self.model, self.cache, self.device = model, cache, device
         method = state.method
+        self.state, self.kernel = state, flex_decode.kernel_for(method)  # decode attention: matmul or flex
+        if self.kernel == "flex":  # a compiled kernel: fewer distinct capacities, fewer compiles
+            self.capacity_multiple = CAPACITY_MULTIPLE
         self.evicts = method.compresses and method.evicts_during_decode
         start = cache.get_seq_length()
         if self.evicts:
@@ -108,10 +116,15 @@ class StaticStep:
         return out.logits[0, -1]
 
     def __call__(self, token: int) -> torch.Tensor:
+        self._next(token)
+        return self.forward()
+
+    def _next(self, token: int) -> None:
+        """Set the step's inputs (and its attention kernel: steps of several modes may share a state)."""
+        self.state.decode_kernel = self.kernel
         self.ids.fill_(token)
         self.pos.fill_(self.next_pos)
         self.next_pos += 1
-        return self.forward()
 
     def finish(self) -> None:
         """Meter the bytes held after static decoding (the step itself never syncs to count them), and
@@ -134,9 +147,7 @@ class GraphStep(StaticStep):
         self.logits: torch.Tensor | None = None
 
     def __call__(self, token: int) -> torch.Tensor:
-        self.ids.fill_(token)
-        self.pos.fill_(self.next_pos)
-        self.next_pos += 1
+        self._next(token)
         if self.graph is None:
             self._capture()
         self.graph.replay()

@@ -43,7 +43,7 @@ def test_split_methods_keeps_parameters_together():
 def args(**kw):
     base = {"model": "default", "random_weights": None, "device": None, "dtype": None, "lengths": "4k",
             "methods": "full", "budget": "10%", "chunk_size": 4096, "decode_tokens": 32, "warmup_steps": 2,
-            "decode_mode": "auto", "baseline": True, "cudnn_decode": False, "warmup": "auto", "threads": None,
+            "decode_mode": "auto", "decode_attention": None, "baseline": True, "cudnn_decode": False, "warmup": "auto", "threads": None,
             "timeout": 60.0, "baseline_generate": False}
     return argparse.Namespace(**{**base, **kw})
 
@@ -143,6 +143,29 @@ def test_compiled_case_compiles_only_for_the_measured_cache(monkeypatch):
     assert "error" not in row, row.get("error")
     assert row["warmup_length"] == 256 and row["decode_mode"] == "compiled"
     assert built == [("static", 256), ("compiled", 300)]
+
+
+def test_case_with_flex_decode_attention_records_it(monkeypatch):
+    """--decode-attention reaches the case's process (the switch of kvlab.flex_decode) and the row says
+    which kernel decoded; H2O keeps the kernel that returns the probabilities it accumulates."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from kvlab import flex_decode
+
+    config = config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="snapkv", decode_attention="flex",
+                                   decode_mode="static"))
+    assert [c.get("decode_attention") for c in config.cases()] == [None, "flex"]  # baseline, kvlab
+    if not torch.cuda.is_available():  # auto on CPU decodes snapkv eagerly: flex would never run
+        with pytest.raises(KvlabError, match="add --decode-mode static"):
+            config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="snapkv", decode_attention="flex",
+                                  decode_mode="auto"))
+    monkeypatch.setenv(flex_decode.SWITCH, "matmul")  # restored after the test: run_case sets it
+    monkeypatch.setattr(flex_decode, "_flex", lambda compiled, device_type: flex_attention)  # no compile here
+    row = run_case(case("kvlab", method="snapkv", decode_mode="static", decode_attention="flex"))
+    assert "error" not in row, row.get("error")
+    assert row["attention"]["decode"] == "kvlab flex_attention (FlexDecoding) (static cache)"
+    row = run_case(case("kvlab", method="h2o", decode_mode="static", decode_attention="flex"))
+    assert row["attention"]["decode"] == "kvlab decode_attention (static cache)"
 
 
 def test_transformers_case_and_errors():

@@ -38,6 +38,7 @@ class BenchConfig:
     decode_tokens: int = 32
     warmup_steps: int = 2
     decode_mode: str = "auto"
+    decode_attention: str | None = None  # static decoding's kernel (kvlab.flex_decode); None = the environment's
     baseline: bool = True
     baseline_generate: bool = False
     device: str | None = None
@@ -58,7 +59,8 @@ class BenchConfig:
                 out.append({**common, "role": BASELINE, "length": length, "generate": self.baseline_generate})
             for method in self.methods:
                 out.append({**common, "role": "kvlab", "length": length, "method": method, "budget": self.budget,
-                            "chunk_size": self.chunk_size, "decode_mode": self.decode_mode})
+                            "chunk_size": self.chunk_size, "decode_mode": self.decode_mode,
+                            "decode_attention": self.decode_attention})
         return out
 
 

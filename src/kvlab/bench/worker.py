@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -160,11 +161,18 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
         "kv_decode_bytes": prefilled.cache.bytes_held, "decode_ms_per_token": seconds / case["decode_tokens"] * 1e3,
-        "attention": {"prefill": prefill_attention,
-                      "decode": "sdpa" if mode == "eager" else
-                      f"kvlab decode_attention (static cache{', torch.compile' if mode == 'compiled' else ''})"},
+        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, method)},
         "warmup_length": warm_len,
     }
+
+
+def _decode_attention_label(mode: str, method) -> str:
+    from kvlab import flex_decode
+
+    if mode == "eager":
+        return "sdpa"
+    kernel = "flex_attention (FlexDecoding)" if flex_decode.kernel_for(method) == "flex" else "decode_attention"
+    return f"kvlab {kernel} (static cache{', torch.compile' if mode == 'compiled' else ''})"
 
 
 def _chunk_attention_label(device: torch.device) -> str:
@@ -297,6 +305,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     if case.get("threads"):
         torch.set_num_threads(int(case["threads"]))
+    if case.get("decode_attention"):  # this process only: the kernel static decoding steps pick
+        from kvlab import flex_decode
+
+        os.environ[flex_decode.SWITCH] = case["decode_attention"]
     try:
         return ROLES[case["role"]](case)
     except KvlabError as exc:

@@ -11,6 +11,7 @@ from kvlab.cli.common import add_model_options, chunk_size, non_negative_int, po
 from kvlab.decoding import DECODE_MODES, resolve_mode
 from kvlab.engine import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
+from kvlab.flex_decode import KERNELS
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +40,10 @@ def add_parser(subparsers) -> None:
                    help="kvlab decoding path: eager, static, graph (CUDA graphs), compiled (torch.compile, "
                    "compiled during the warm-up steps); auto = graph on GPU; on CPU static for "
                    "methods that evict while decoding (h2o, tova, streaming_llm), eager otherwise")
+    p.add_argument("--decode-attention", default=None, choices=KERNELS,
+                   help="decode attention kernel of the static, graph and compiled modes: matmul (kvlab's, the "
+                   "default) or flex (flex_attention's fused decoding kernel, compiled; not for h2o/tova, which "
+                   "read the attention probabilities); default: $KVLAB_DECODE_ATTENTION or matmul")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the plain-transformers baseline row")
     p.add_argument("--baseline-generate", action="store_true",
@@ -82,14 +87,21 @@ def config_from_args(args: argparse.Namespace):
     if args.decode_mode == "compiled" and args.warmup_steps < 1:
         raise KvlabError("--decode-mode compiled compiles in its first step: use --warmup-steps 1 or more")
     lengths = parse_lengths(args.lengths)
-    resolve_mode(args.decode_mode, check_device(args.device or default_device()))  # 'graph' needs CUDA
+    device = check_device(args.device or default_device())
+    resolve_mode(args.decode_mode, device)  # 'graph' needs CUDA
+    if args.decode_attention == "flex":
+        eager = [m for m in methods if resolve_mode(args.decode_mode, device, get_method(m)) == "eager"]
+        if eager:
+            raise KvlabError(f"--decode-attention flex is the kernel of the static decode modes, but with --decode-mode "
+                             f"{args.decode_mode} on {device.type} {', '.join(eager)} would decode eagerly: add "
+                             "--decode-mode static (or compiled)")
     config = load_config(model)
     if config is not None:  # the window engine.check_fits applies in each case
         check_lengths_fit(lengths, args.warmup_steps + args.decode_tokens + 2,
                           ModelSpec.from_config(config).max_positions, model)
     return BenchConfig(model=model, lengths=lengths, methods=methods, budget=args.budget,
                        chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
-                       decode_mode=args.decode_mode, baseline=args.baseline, device=args.device, dtype=args.dtype,
+                       decode_mode=args.decode_mode, decode_attention=args.decode_attention, baseline=args.baseline, device=args.device, dtype=args.dtype,
                        cudnn_decode=args.cudnn_decode, warmup=args.warmup, threads=args.threads,
                        timeout=args.timeout, baseline_generate=args.baseline_generate)
 

@@ -11,6 +11,8 @@ defaults) and whose class flags tell the engine what to do:
 * ``query_aware``: what it keeps depends on the prompt's final queries (a question placed last).
 * ``needs_attention_weights``: it needs the attention mass every held key received from every
   query of a forward (H2O); the attention function then computes it block by block.
+* ``decode_key_mass``: it reads ``ctx.key_mass`` at decoding steps when it is there (TOVA); a static
+  decoding step then computes it (otherwise it skips that pass, and may use a kernel without it).
 
 Hooks (all optional except ``score`` for scorer-based eviction):
 
@@ -56,7 +58,8 @@ class LayerContext:
         capacity: slots this layer keeps after the current eviction (per KV head); in static
             decoding (no host syncs) a ``(1,)`` int64 device tensor.
         key_mass: ``(B, Hkv, L)`` attention mass each slot received in this forward (summed over
-            queries and the heads of its group); only for methods with ``needs_attention_weights``.
+            queries and the heads of its group); only for methods with ``needs_attention_weights``
+            (and, at static decoding steps, ``decode_key_mass``).
     """
 
     layer_idx: int
@@ -104,6 +107,7 @@ class Method:
     phase: ClassVar[str] = "prefill"
     query_aware: ClassVar[bool] = False
     needs_attention_weights: ClassVar[bool] = False
+    decode_key_mass: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     url: ClassVar[str] = ""
 

@@ -25,6 +25,7 @@ class TOVA(Method):
     family = "eviction (attention score)"
     phase = "prefill+decode"
     query_aware = True
+    decode_key_mass = True  # a decoding step's probabilities are what TOVA ranks by
     paper = "Oren et al. 2024, Transformers are Multi-State RNNs"
     url = "https://arxiv.org/abs/2401.06104"
 
