@@ -33,6 +33,7 @@ import os
 import torch
 
 from kvlab.errors import KvlabError
+from kvlab.sparse.flex import available
 
 SWITCH = "KVLAB_DECODE_ATTENTION"
 KERNELS = ("matmul", "flex")
@@ -56,14 +57,6 @@ def wants_key_mass(method) -> bool:
     """Whether static decoding must compute the probabilities each slot received (H2O accumulates them,
     TOVA ranks by them); otherwise :func:`kvlab.attention.decode_attention` skips that pass."""
     return bool(method.needs_attention_weights or method.decode_key_mass)
-
-
-def available() -> bool:
-    try:
-        from torch.nn.attention.flex_attention import BlockMask, flex_attention  # noqa: F401
-    except ImportError:  # pragma: no cover - torch < 2.5
-        return False
-    return True
 
 
 @functools.cache
