@@ -10,10 +10,10 @@ captured in a CUDA graph and replayed, as a decoding step is (no launch overhead
 
 * ``read K+V (sum)``: a plain reduction over the layer's keys and values: this attention's floor;
 * ``kvlab decode_attention``: what static / graph / compiled decoding runs for methods that do not read
-  the attention probabilities (the value reduction split into :func:`kvlab.attention.value_pieces`
-  pieces where that rule splits);
-* ``kvlab decode_attention + key mass``: the same returning the mass each slot received (H2O, TOVA);
-* ``kvlab, value reduction in one matmul``: the first row with the split off;
+  the attention probabilities: on CUDA the matmuls (the value reduction split into
+  :func:`kvlab.attention.value_pieces` pieces where that rule splits), on CPU torch's fused flash kernel;
+* ``kvlab decode_attention + key mass``: the matmul path returning the mass each slot received (H2O, TOVA);
+* ``kvlab + key mass, value reduction in one matmul``: the same with the split off;
 * ``kvlab flex_attention (FlexDecoding)``: :mod:`kvlab.flex_decode`, the opt-in fused kernel
   (``KVLAB_DECODE_ATTENTION=flex``), compiled (on CPU inductor's C++ template);
 * ``sdpa ...``: PyTorch SDPA (flash, efficient) for one query without a mask (a cache without empty
@@ -113,7 +113,7 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
     cases = [("read K+V (sum)", lambda: [(keys[i].sum(), values[i].sum()) for i in range(layers)], None),
              ("kvlab decode_attention", kvlab_decode, None),
              ("kvlab decode_attention + key mass", lambda: kvlab_decode(True), None),
-             ("kvlab, value reduction in one matmul", kvlab_decode, no_split),
+             ("kvlab + key mass, value reduction in one matmul", lambda: kvlab_decode(True), no_split),
              ("kvlab flex_attention (FlexDecoding)", flex, None)]
     if device.type == "cuda":
         # not cuDNN: a refused graph capture can leave the CUDA context unusable for the next rows
@@ -123,7 +123,7 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
         cases.append(("sdpa (no mask)", sdpa, None))
     for label, fn, context in cases:
         row = {"kernel": label, "length": length, "slots": slots, "layers": layers}
-        if label == "kvlab decode_attention":
+        if label == "kvlab decode_attention + key mass":
             row["value_pieces"] = attention.value_pieces(slots, device)
         try:
             with (context or contextlib.nullcontext)():

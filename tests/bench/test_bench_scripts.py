@@ -42,6 +42,6 @@ def test_decode_kernels_times_kvlab_sdpa_and_the_read_floor():
                         "--layers", "2", "--repeats", "1")
     rows = {r["kernel"]: r for r in result["rows"]}
     assert set(rows) == {"read K+V (sum)", "kvlab decode_attention", "kvlab decode_attention + key mass",
-                         "kvlab, value reduction in one matmul", "kvlab flex_attention (FlexDecoding)",
+                         "kvlab + key mass, value reduction in one matmul", "kvlab flex_attention (FlexDecoding)",
                          "sdpa (no mask)"}
     assert all(r["ms_per_layer"] > 0 and r["slots"] >= 3000 for r in rows.values())
