@@ -123,14 +123,24 @@ def _flex_decode(query, key, value, key_pos, query_pos, scaling, window, softcap
 
     length = key.shape[2]
     group = query.shape[1] // key.shape[1]
-    # compute_q_blocks=False: the transposed lists only serve a backward pass (and are built with vmap,
-    # which fails inside a compiled step's runtime)
     block_mask = BlockMask.from_kv_blocks(*_block_lists(-(-length // BLOCK), query.device), BLOCK_SIZE=BLOCK,
                                           mask_mod=_mask_mod(key_pos, query_pos, group, window),
-                                          seq_lengths=(query.shape[2], length), compute_q_blocks=False)
+                                          seq_lengths=(query.shape[2], length), **_block_mask_options())
     score_mod = _softcap_mod(softcap) if softcap is not None else None
     return _flex(compiled, query.device.type)(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling,
                            enable_gqa=group > 1)
+
+
+@functools.cache
+def _block_mask_options() -> dict:
+    """``compute_q_blocks=False`` where this torch has it: the transposed block lists only serve a
+    backward pass, and are built with vmap, which fails inside a compiled step's runtime."""
+    import inspect
+
+    from torch.nn.attention.flex_attention import BlockMask
+
+    return {"compute_q_blocks": False} if "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters \
+        else {}
 
 
 def _mask_mod(key_pos: torch.Tensor, query_pos: torch.Tensor, group: int, window: int | None):
