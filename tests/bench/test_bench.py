@@ -164,8 +164,9 @@ def test_case_with_flex_decode_attention_records_it(monkeypatch):
     row = run_case(case("kvlab", method="snapkv", decode_mode="static", decode_attention="flex"))
     assert "error" not in row, row.get("error")
     assert row["attention"]["decode"] == "kvlab flex_attention (FlexDecoding) (static cache)"
+    assert row["decode_mode"] == "static+flex"  # the store keys records by mode: kept apart from matmul's
     row = run_case(case("kvlab", method="h2o", decode_mode="static", decode_attention="flex"))
-    assert row["attention"]["decode"] == "kvlab decode_attention (static cache)"
+    assert row["attention"]["decode"] == "kvlab decode_attention (static cache)" and row["decode_mode"] == "static"
 
 
 def test_transformers_case_and_errors():

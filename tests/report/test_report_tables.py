@@ -126,3 +126,17 @@ def test_bench_records_appear(tmp_path):
     md = pathlib.Path(paths.markdown).read_text(encoding="utf-8")
     assert "**Speed and memory (kvlab bench)**" in md and "| kvlab | m | cpu | snapkv | 25% | 4096 |" in md
     assert any(p.endswith("bench.png") for p in paths.plots)
+
+
+def test_bench_plot_lines_keep_configurations_apart():
+    """Records of one method that differ in decode mode are two lines (labelled by the mode); fields that
+    are the same everywhere stay out of the labels."""
+    pytest.importorskip("matplotlib")
+    from kvlab.report.plots import bench_lines
+
+    records = [{"kind": "kvlab", "model": "m", "method": "snapkv", "budget": "10%", "length": n, "device": "cuda",
+                "mode": mode, "chunk_size": 4096} for n in (1024, 4096) for mode in ("graph", "graph+flex")]
+    lines = bench_lines(records)
+    assert sorted(lines) == ["m: snapkv@10%, mode graph", "m: snapkv@10%, mode graph+flex"]
+    assert all([r["length"] for r in rs] == [1024, 4096] for rs in lines.values())
+    assert list(bench_lines(records[::2])) == ["m: snapkv@10%"]

@@ -156,7 +156,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
-        "chunk_size": chunk, "decode_mode": mode,
+        "chunk_size": chunk, "decode_mode": _mode_label(mode, method),
         "prefill_seconds": prefilled.prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
@@ -164,6 +164,14 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
         "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, method)},
         "warmup_length": warm_len,
     }
+
+
+def _mode_label(mode: str, method) -> str:
+    """The decode mode, ``+flex`` where a static mode ran flex_attention's kernel (so the result store,
+    which keys a record by its mode, keeps it apart from the default kernel's record)."""
+    from kvlab import flex_decode
+
+    return f"{mode}+flex" if mode != "eager" and flex_decode.kernel_for(method) == "flex" else mode
 
 
 def _decode_attention_label(mode: str, method) -> str:

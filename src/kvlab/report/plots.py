@@ -234,11 +234,7 @@ def bench(data: ReportData) -> Figure | None:
     if not records or not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.6), squeeze=False)
-    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        kind = "" if r.get("kind") in (None, "kvlab") else f" [{r['kind']}]"
-        budget = "" if r.get("budget") in (None, "full") else f"@{r['budget']}"
-        lines[f"{r.get('model', '')}: {r['method']}{budget}{kind}"].append(r)
+    lines = bench_lines(records)
     for ax, (field, label, scale) in zip(axes[0], panels):
         for name, rs in sorted(lines.items()):
             rs = sorted((r for r in rs if isinstance(r.get(field), (int, float))), key=lambda r: r["length"])
@@ -252,6 +248,23 @@ def bench(data: ReportData) -> Figure | None:
     fig.suptitle("kvlab bench: speed and memory per method", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+BENCH_LINE_APART = ("device", "dtype", "mode", "chunk_size")
+
+
+def bench_lines(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Bench records grouped into the lines of a plot: model, method@budget, and whichever of
+    :data:`BENCH_LINE_APART` differ among the records (two decode modes, devices or chunk sizes of one
+    method are two lines, not one zigzag)."""
+    apart = [k for k in BENCH_LINE_APART if len({str(r.get(k)) for r in records}) > 1]
+    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        kind = "" if r.get("kind") in (None, "kvlab") else f" [{r['kind']}]"
+        budget = "" if r.get("budget") in (None, "full") else f"@{r['budget']}"
+        extra = "".join(f", {k} {r.get(k)}" for k in apart)
+        lines[f"{r.get('model', '')}: {r['method']}{budget}{kind}{extra}"].append(r)
+    return lines
 
 
 def _short(n: int) -> str:
