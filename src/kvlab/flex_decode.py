@@ -127,8 +127,8 @@ def _flex_decode(query, key, value, key_pos, query_pos, scaling, window, softcap
                                           mask_mod=_mask_mod(key_pos, query_pos, group, window),
                                           seq_lengths=(query.shape[2], length), **_block_mask_options())
     score_mod = _softcap_mod(softcap) if softcap is not None else None
-    return _flex(compiled, query.device.type)(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling,
-                           enable_gqa=group > 1)
+    flex = _flex(compiled, query.device.type)
+    return flex(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling, enable_gqa=group > 1)
 
 
 @functools.cache
@@ -139,8 +139,8 @@ def _block_mask_options() -> dict:
 
     from torch.nn.attention.flex_attention import BlockMask
 
-    return {"compute_q_blocks": False} if "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters \
-        else {}
+    parameters = inspect.signature(BlockMask.from_kv_blocks).parameters
+    return {"compute_q_blocks": False} if "compute_q_blocks" in parameters else {}
 
 
 def _mask_mod(key_pos: torch.Tensor, query_pos: torch.Tensor, group: int, window: int | None):

@@ -92,16 +92,17 @@ def config_from_args(args: argparse.Namespace):
     if args.decode_attention == "flex":
         eager = [m for m in methods if resolve_mode(args.decode_mode, device, get_method(m)) == "eager"]
         if eager:
-            raise KvlabError(f"--decode-attention flex is the kernel of the static decode modes, but with --decode-mode "
-                             f"{args.decode_mode} on {device.type} {', '.join(eager)} would decode eagerly: add "
-                             "--decode-mode static (or compiled)")
+            raise KvlabError(f"--decode-attention flex is the kernel of the static decode modes, but with "
+                             f"--decode-mode {args.decode_mode} on {device.type} {', '.join(eager)} would decode "
+                             "eagerly: add --decode-mode static (or compiled)")
     config = load_config(model)
     if config is not None:  # the window engine.check_fits applies in each case
         check_lengths_fit(lengths, args.warmup_steps + args.decode_tokens + 2,
                           ModelSpec.from_config(config).max_positions, model)
     return BenchConfig(model=model, lengths=lengths, methods=methods, budget=args.budget,
                        chunk_size=args.chunk_size, decode_tokens=args.decode_tokens, warmup_steps=args.warmup_steps,
-                       decode_mode=args.decode_mode, decode_attention=args.decode_attention, baseline=args.baseline, device=args.device, dtype=args.dtype,
+                       decode_mode=args.decode_mode, decode_attention=args.decode_attention, baseline=args.baseline,
+                       device=args.device, dtype=args.dtype,
                        cudnn_decode=args.cudnn_decode, warmup=args.warmup, threads=args.threads,
                        timeout=args.timeout, baseline_generate=args.baseline_generate)
 
