@@ -93,3 +93,22 @@ def test_generate_json_reports_the_stats():
                 "full_kv_bytes", "prefill_seconds", "decode_seconds", "new_tokens"):
         assert key in data
     assert data["method"] == "full" and data["kv_bytes"] == data["full_kv_bytes"]
+
+
+def test_generate_says_when_the_first_token_waits_for_a_compile(capsys, monkeypatch):
+    import torch
+
+    from kvlab.cli.generate import _say_when_decoding_compiles
+    from kvlab.methods import get_method
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("KVLAB_DECODE_ATTENTION", raising=False)
+    _say_when_decoding_compiles("auto", cpu, get_method("snapkv"))  # eager on CPU: nothing compiles
+    assert capsys.readouterr().err == ""
+    _say_when_decoding_compiles("compiled", cpu, get_method("snapkv"))
+    assert "compiling the decoding step (torch.compile)" in capsys.readouterr().err
+    monkeypatch.setenv("KVLAB_DECODE_ATTENTION", "flex")
+    _say_when_decoding_compiles("static", cpu, get_method("streaming_llm"))
+    assert "flex_attention's decode kernel" in capsys.readouterr().err
+    _say_when_decoding_compiles("static", cpu, get_method("h2o"))  # keeps the matmul kernel
+    assert capsys.readouterr().err == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load, progress_bar, read_text
 from kvlab.decoding import DECODE_MODES
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise KvlabError("the prompt is empty")
     question = args.question or None
     lm = load(args)
+    _say_when_decoding_compiles(args.decode, lm.device, get_method(args.method))
     update, close = progress_bar(0, "prefill")
     try:
         result = generate(
@@ -73,3 +75,17 @@ def run(args: argparse.Namespace) -> int:
         f"decode {s.decode_seconds:.2f} s for {s.new_tokens} tok ({per_tok}), finish={s.finish_reason}"
     )
     return 0
+
+
+def _say_when_decoding_compiles(decode: str, device, method) -> None:
+    """A compiled decoding step (or flex's compiled kernel) makes the first token wait: say so, and that
+    the decode time printed at the end includes it."""
+    from kvlab import flex_decode
+    from kvlab.decoding import resolve_mode
+
+    mode = resolve_mode(decode, device, method)
+    what = ("the decoding step (torch.compile)" if mode == "compiled" else
+            "flex_attention's decode kernel" if mode != "eager" and flex_decode.kernel_for(method) == "flex" else None)
+    if what:
+        print(f"kvlab: compiling {what} at the first token (a minute or two on CPU the first time, less with "
+              "inductor's on-disk cache); the decode time below includes it", file=sys.stderr)
