@@ -19,6 +19,7 @@
 #    peers' gpu_anchor.py); skipped without them
 # 3. sparse prefill: the attention kernels alone at 32K/128K, then the compiled-flex GPU test
 # 4. sparse prefill end to end at 128K (one pass: full vs a_shape vs minference), if time is left
+# 5. the GPU tests of compiled decoding (step 0 runs the others), if time is left
 set -u
 OUT=${OUT:-out}
 LOGS=$(mktemp -d)
@@ -37,8 +38,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 
 log "0. smoke"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core/test_cuda_paths.py tests/core/test_decoding.py \
-  tests/core/test_flex_decode.py \
-  > "$LOGS/pytest_gpu.log" 2>&1
+  tests/core/test_flex_decode.py -k "not compiled" > "$LOGS/pytest_gpu.log" 2>&1
 echo "pytest exit $?"; tail -15 "$LOGS/pytest_gpu.log"
 timeout 120 "$PY" -m kvlab.cli.main bench --random-weights tiny-llama --lengths 1k --methods full,snapkv,streaming_llm \
   --chunk-size 256 --decode-tokens 8 --warmup short --json "$OUT/smoke.json" > "$LOGS/smoke.log" 2>&1
@@ -105,5 +105,11 @@ if [ "$(left)" -gt 90 ]; then
   timeout $(( $(left) - 5 )) "$PY" -m kvlab.cli.main bench --random-weights llama-3.1-8b --lengths 130944 \
     --methods full,a_shape,minference --chunk-size none --no-baseline --decode-tokens 4 --warmup-steps 1 \
     --warmup full --json "$OUT/sparse_e2e.json" 2>&1 | tail -8
+fi
+if [ "$(left)" -gt 60 ]; then
+  log "5. the GPU tests of compiled decoding (each compiles a tiny model's step: last, they take time)"
+  timeout $(( $(left) - 5 )) "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/core/test_decoding.py \
+    tests/core/test_flex_decode.py -k compiled > "$LOGS/pytest_gpu_compiled.log" 2>&1
+  echo "pytest exit $?"; tail -6 "$LOGS/pytest_gpu_compiled.log"
 fi
 log "done"
