@@ -161,7 +161,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
         "kv_decode_bytes": prefilled.cache.bytes_held, "decode_ms_per_token": seconds / case["decode_tokens"] * 1e3,
-        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, method)},
+        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, method, lm)},
         "warmup_length": warm_len,
     }
 
@@ -174,12 +174,18 @@ def _mode_label(mode: str, method) -> str:
     return f"{mode}+flex" if mode != "eager" and flex_decode.kernel_for(method) == "flex" else mode
 
 
-def _decode_attention_label(mode: str, method) -> str:
+def _decode_attention_label(mode: str, method, lm) -> str:
     from kvlab import flex_decode
 
     if mode == "eager":
         return "sdpa"
-    kernel = "flex_attention (FlexDecoding)" if flex_decode.kernel_for(method) == "flex" else "decode_attention"
+    if flex_decode.kernel_for(method) == "flex":
+        kernel = "flex_attention (FlexDecoding)"
+    elif lm.device.type == "cpu" and not flex_decode.wants_key_mass(method) and \
+            getattr(lm.model.config.get_text_config(), "attn_logit_softcapping", None) is None:  # as attention.py
+        kernel = "decode_attention (CPU flash kernel)"
+    else:
+        kernel = "decode_attention (matmuls)"
     return f"kvlab {kernel} (static cache{', torch.compile' if mode == 'compiled' else ''})"
 
 
