@@ -53,6 +53,8 @@ class GenerationStats:
     new_tokens: int
     finish_reason: str
     device_peak_bytes: int | None = None  # CUDA: max_memory_allocated over what was allocated before
+    decode_steps: int = 0  # forward passes of the decoding loop (the last token needs none)
+    first_step_seconds: float = 0.0  # the first of them alone: where a compiled step compiles, a graph captures
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +219,7 @@ def continue_generation(
         kv_bytes = cache.bytes_held
         start = time.perf_counter()
         step_fn = make_step(decode, model, cache, device, state, sampling.max_new_tokens)
+        steps, first_step_seconds = 0, 0.0
         for step in range(sampling.max_new_tokens):
             token = sampler(logits)
             if token in eos:
@@ -233,7 +236,15 @@ def continue_generation(
                 finish = "cancelled"
                 break
             if step + 1 < sampling.max_new_tokens:
-                logits = step_fn(token)
+                if steps == 0:
+                    _sync(device)
+                    first = time.perf_counter()
+                    logits = step_fn(token)
+                    _sync(device)
+                    first_step_seconds = time.perf_counter() - first
+                else:
+                    logits = step_fn(token)
+                steps += 1
         _sync(device)
         decode_seconds = time.perf_counter() - start
         step_fn.finish()
@@ -246,7 +257,8 @@ def continue_generation(
         kv_bytes=kv_bytes, peak_kv_bytes=cache.peak_bytes,
         full_kv_bytes=spec.full_cache_bytes(prompt_tokens), prefill_seconds=prefill_seconds,
         decode_seconds=decode_seconds, new_tokens=len(tokens), finish_reason=finish,
-        device_peak_bytes=_device_peak(device, device_base),
+        device_peak_bytes=_device_peak(device, device_base), decode_steps=steps,
+        first_step_seconds=first_step_seconds,
     )
     return Generation(text=assembler.text, token_ids=tokens, stats=stats)
 

@@ -112,3 +112,15 @@ def test_generate_says_when_the_first_token_waits_for_a_compile(capsys, monkeypa
     assert "flex_attention's decode kernel" in capsys.readouterr().err
     _say_when_decoding_compiles("static", cpu, get_method("h2o"))  # keeps the matmul kernel
     assert capsys.readouterr().err == ""
+
+
+def test_generate_reports_the_steady_rate_after_a_slow_first_step():
+    from types import SimpleNamespace
+
+    from kvlab.cli.generate import _per_token
+
+    compiled = SimpleNamespace(new_tokens=6, decode_steps=5, decode_seconds=10.0, first_step_seconds=8.0)
+    assert _per_token(compiled) == "500.0 ms/tok after a first step of 8.0 s"
+    steady = SimpleNamespace(new_tokens=10, decode_steps=9, decode_seconds=1.0, first_step_seconds=0.11)
+    assert _per_token(steady) == "100.0 ms/tok"
+    assert _per_token(SimpleNamespace(new_tokens=0, decode_steps=0, decode_seconds=0.0, first_step_seconds=0.0)) == "-"

@@ -76,6 +76,8 @@ def test_stats_account_bytes(tiny_llama):
     assert s.prompt_tokens == 100 and s.kv_tokens == 25
     assert s.kv_bytes == 25 * spec.kv_bytes_per_token and s.full_kv_bytes == 100 * spec.kv_bytes_per_token
     assert s.peak_kv_bytes >= s.kv_bytes and s.new_tokens == 4 and s.finish_reason == "length"
+    # four tokens: the first from the prefill's logits, three decoding steps; the first timed apart
+    assert s.decode_steps == 3 and 0 < s.first_step_seconds <= s.decode_seconds
 
 
 def test_prompt_longer_than_the_window_says_what_fits(tiny_llama):

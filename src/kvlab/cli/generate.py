@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"text": result.text, "model": lm.name, **s.to_dict()}))
         return 0
     print(result.text)
-    per_tok = f"{1000 * s.decode_seconds / s.new_tokens:.1f} ms/tok" if s.new_tokens else "-"
+    per_tok = _per_token(s)
     share = f"{100 * s.kv_bytes / s.full_kv_bytes:.1f}%" if s.full_kv_bytes else "-"
     print(
         f"[{s.method} budget={s.budget} chunk={s.chunk_size}] prompt {s.prompt_tokens} tok, "
@@ -89,3 +89,17 @@ def _say_when_decoding_compiles(decode: str, device, method) -> None:
     if what:
         print(f"kvlab: compiling {what} at the first token (a minute or two on CPU the first time, less with "
               "inductor's on-disk cache); the decode time below includes it", file=sys.stderr)
+
+
+def _per_token(s) -> str:
+    """Decode ms per token; where the first step took far longer than the others (a compile, a CUDA
+    graph capture), the steady rate after it, with the first step's seconds said apart."""
+    if not s.new_tokens:
+        return "-"
+    average = f"{1000 * s.decode_seconds / s.new_tokens:.1f} ms/tok"
+    if s.decode_steps < 2:
+        return average
+    rest = (s.decode_seconds - s.first_step_seconds) / (s.decode_steps - 1)
+    if s.first_step_seconds < 3 * rest:
+        return average
+    return f"{1000 * rest:.1f} ms/tok after a first step of {s.first_step_seconds:.1f} s"
