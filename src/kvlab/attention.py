@@ -193,7 +193,7 @@ def _decode_attention(query, key, value, key_pos, query_pos, scaling, window, so
     b, hq, q_len, d = query.shape
     hkv = key.shape[1]
     qg = query.reshape(b, hkv, (hq // hkv) * q_len, d)
-    if query.device.type == "cpu" and not want_key_mass and softcap is None and _CPU_FLASH is not None:
+    if cpu_flash_decodes(query.device, want_key_mass, softcap):
         return _cpu_flash_decode(qg, key, value, key_pos, query_pos, scaling, window).view(b, hq, q_len, -1), None
     scores = torch.matmul(qg, key.transpose(-1, -2)).float().mul_(scaling)  # (B, Hkv, G, L)
     if softcap is not None:
@@ -203,6 +203,12 @@ def _decode_attention(query, key, value, key_pos, query_pos, scaling, window, so
     probs = torch.softmax(scores, dim=-1)
     out = weighted_values(probs.to(value.dtype), value).reshape(b, hq, q_len, value.shape[-1])
     return out, (probs.sum(dim=2) if want_key_mass else None)
+
+
+def cpu_flash_decodes(device: torch.device, want_key_mass: bool, softcap: float | None) -> bool:
+    """Whether :func:`decode_attention` runs torch's fused CPU flash kernel (:func:`_cpu_flash_decode`):
+    on CPU, without the key mass and soft-capping, where this torch has the kernel."""
+    return device.type == "cpu" and not want_key_mass and softcap is None and _CPU_FLASH is not None
 
 
 def _cpu_flash_decode(qg, key, value, key_pos, query_pos, scaling, window) -> torch.Tensor:

@@ -53,6 +53,11 @@ def kernel_for(method) -> str:
     return choice
 
 
+def runs_flex(mode: str, method) -> bool:
+    """Whether decoding ``method`` in resolved decode ``mode`` runs flex (the static modes only)."""
+    return mode != "eager" and kernel_for(method) == "flex"
+
+
 def wants_key_mass(method) -> bool:
     """Whether static decoding must compute the probabilities each slot received (H2O accumulates them,
     TOVA ranks by them); otherwise :func:`kvlab.attention.decode_attention` skips that pass."""

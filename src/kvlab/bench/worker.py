@@ -100,6 +100,7 @@ def _common(case, lm, ids) -> dict[str, Any]:
 
 
 def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
+    from kvlab import flex_decode
     from kvlab.apply import apply
     from kvlab.decoding import make_step, resolve_mode
     from kvlab.engine import check_fits, prefill_context
@@ -113,6 +114,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     ids = _ids(lm, case["length"], case.get("seed", 0))
     check_fits(lm, len(ids), steps + 1, method)
     mode = resolve_mode(case.get("decode_mode", "auto"), device, method)
+    flex = flex_decode.runs_flex(mode, method)  # static decoding through flex_attention's kernel
     budget, chunk = case.get("budget"), case.get("chunk_size")
 
     def decode(prefilled, warm: int, timed: int, mode: str = mode) -> float:
@@ -156,33 +158,25 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
-        "chunk_size": chunk, "decode_mode": _mode_label(mode, method),
+        "chunk_size": chunk, "decode_mode": f"{mode}+flex" if flex else mode,  # the store keys records by mode
         "prefill_seconds": prefilled.prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
         "kv_decode_bytes": prefilled.cache.bytes_held, "decode_ms_per_token": seconds / case["decode_tokens"] * 1e3,
-        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, method, lm)},
+        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, flex, method, lm)},
         "warmup_length": warm_len,
     }
 
 
-def _mode_label(mode: str, method) -> str:
-    """The decode mode, ``+flex`` where a static mode ran flex_attention's kernel (so the result store,
-    which keys a record by its mode, keeps it apart from the default kernel's record)."""
-    from kvlab import flex_decode
-
-    return f"{mode}+flex" if mode != "eager" and flex_decode.kernel_for(method) == "flex" else mode
-
-
-def _decode_attention_label(mode: str, method, lm) -> str:
-    from kvlab import flex_decode
+def _decode_attention_label(mode: str, flex: bool, method, lm) -> str:
+    from kvlab import attention, flex_decode
 
     if mode == "eager":
         return "sdpa"
-    if flex_decode.kernel_for(method) == "flex":
+    softcap = getattr(lm.model.config.get_text_config(), "attn_logit_softcapping", None)  # what attention gets
+    if flex:
         kernel = "flex_attention (FlexDecoding)"
-    elif lm.device.type == "cpu" and not flex_decode.wants_key_mass(method) and \
-            getattr(lm.model.config.get_text_config(), "attn_logit_softcapping", None) is None:  # as attention.py
+    elif attention.cpu_flash_decodes(lm.device, flex_decode.wants_key_mass(method), softcap):
         kernel = "decode_attention (CPU flash kernel)"
     else:
         kernel = "decode_attention (matmuls)"

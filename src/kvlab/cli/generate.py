@@ -85,7 +85,7 @@ def _say_when_decoding_compiles(decode: str, device, method) -> None:
 
     mode = resolve_mode(decode, device, method)
     what = ("the decoding step (torch.compile)" if mode == "compiled" else
-            "flex_attention's decode kernel" if mode != "eager" and flex_decode.kernel_for(method) == "flex" else None)
+            "flex_attention's decode kernel" if flex_decode.runs_flex(mode, method) else None)
     if what:
         print(f"kvlab: compiling {what} at the first token (a minute or two on CPU the first time, less with "
               "inductor's on-disk cache); the decode time below includes it", file=sys.stderr)
