@@ -28,7 +28,7 @@ import time
 import torch
 
 from kvlab import flex_decode
-from kvlab.apply import apply
+from kvlab.apply_method import apply
 from kvlab.bench.measure import copy_bandwidth, device_info
 from kvlab.bench.worker import _ids, _load, _sync, weight_bytes
 from kvlab.config import parse_length

@@ -181,7 +181,7 @@ class KVLayer(CacheLayerMixin):
 
         Each new token is written into the slot ``free`` points at; the buffers never change shape,
         so a decoding step can be captured (CUDA graphs). Non-evicting methods advance ``free``; a
-        decode-time method sets it to the slot it evicts (:func:`kvlab.apply.State`).
+        decode-time method sets it to the slot it evicts (:func:`kvlab.apply_method.State`).
         """
         assert not self.static and self.is_initialized
         b, h = self._k.shape[:2]

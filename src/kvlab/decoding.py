@@ -19,7 +19,7 @@ Four ways to run a step, same results:
 
 For decode-time methods a static cache has the slots of the largest budget of the generation plus
 one; each step keeps the budget eager decoding would keep at that length (a ratio budget grows with
-the sequence; see :meth:`kvlab.apply.State._after_static_step`), so every mode keeps the same tokens.
+the sequence; see :meth:`kvlab.apply_method.State._after_static_step`), so every mode keeps the same tokens.
 Every static capacity is then rounded up by :func:`kvlab.attention.split_capacity` (under 0.1% more
 empty slots) so decode attention can split its value reduction into equal pieces without copying.
 
@@ -37,10 +37,10 @@ import torch
 from kvlab import flex_decode
 from kvlab.attention import split_capacity
 from kvlab.cache import BudgetCache
+from kvlab.defaults import DECODE_MODES
 from kvlab.errors import KvlabError
 from kvlab.models import hf_compat
 
-DECODE_MODES = ("auto", "eager", "static", "graph", "compiled")
 CAPACITY_MULTIPLE = 256
 
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from kvlab.apply import apply
+from kvlab.apply_method import apply
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache
 from kvlab.decoding import make_step
+from kvlab.defaults import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError, PromptTooLongError
 from kvlab.methods import Method, get_method
 from kvlab.models import hf_compat
@@ -32,7 +33,6 @@ from kvlab.models.loading import LoadedModel
 from kvlab.prompting import ChatPolicy, PromptParts, RenderedPrompt, render
 from kvlab.sampling import Sampler, SamplingParams, TextAssembler
 
-DEFAULT_CHUNK_SIZE = 4096
 
 
 @dataclass

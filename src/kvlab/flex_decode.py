@@ -32,11 +32,12 @@ import os
 
 import torch
 
+from kvlab.defaults import DECODE_KERNELS
 from kvlab.errors import KvlabError
 from kvlab.sparse.flex import available
 
 SWITCH = "KVLAB_DECODE_ATTENTION"
-KERNELS = ("matmul", "flex")
+KERNELS = DECODE_KERNELS
 BLOCK = 128
 
 

@@ -5,7 +5,7 @@ output does not depend on what is evicted: every prefill-time eviction method co
 forward and differs only in what it keeps. :func:`record_prefill` runs that forward once without
 compression and keeps, per layer, what the compression step sees (the chunk's queries, positions,
 scaling, window and, when asked, the attention mass every key received); :func:`compress_recorded`
-then replays the engine's own eviction step (:meth:`kvlab.apply.State.compress_layer`) on a copy of
+then replays the engine's own eviction step (:meth:`kvlab.apply_method.State.compress_layer`) on a copy of
 each layer, in layer order and through the same byte meter, so the compressed cache, its kept
 positions, the accumulated statistics and the bytes held and at peak equal a direct
 :func:`kvlab.engine.prefill_context` -- tested for every registered method that qualifies.
@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import torch
 
-from kvlab.apply import State, apply
+from kvlab.apply_method import State, apply
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache
 from kvlab.engine import DEFAULT_CHUNK_SIZE, PrefilledContext, _forward, _sync, prefill_context

@@ -82,5 +82,5 @@ def test_compression_around_plain_generate(tiny_llama, name):
     assert lengths == [20 if name != "snapkv" else 24] * tiny_llama.spec.num_layers
     # plain generate under kvlab matches the engine's own path
     prefilled = kvlab.prefill_context(tiny_llama, ids[0].tolist(), name, 20, None)
-    engine = kvlab.continue_generation(prefilled, [], kvlab.sampling.SamplingParams(max_new_tokens=5))
+    engine = kvlab.continue_generation(prefilled, [], kvlab.SamplingParams(max_new_tokens=5))
     assert out[0, 60:].tolist() == engine.token_ids

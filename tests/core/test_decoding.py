@@ -10,7 +10,7 @@ import torch
 from tinymodels import LargestAllocation, make_tiny, random_ids
 from method_matrix import METHOD_CASES
 
-from kvlab.apply import apply
+from kvlab.apply_method import apply
 from kvlab.decoding import CAPACITY_MULTIPLE, make_step
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "kvlab"
-ENGINE = ("kvlab.methods", "kvlab.engine", "kvlab.evaluate", "kvlab.apply", "kvlab.cache", "kvlab.attention",
+ENGINE = ("kvlab.methods", "kvlab.engine", "kvlab.evaluate", "kvlab.apply_method", "kvlab.cache", "kvlab.attention",
           "kvlab.models", "kvlab.tasks", "kvlab.runner", "kvlab.config")
 
 

@@ -101,7 +101,7 @@ def _common(case, lm, ids) -> dict[str, Any]:
 
 def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     from kvlab import flex_decode
-    from kvlab.apply import apply
+    from kvlab.apply_method import apply
     from kvlab.decoding import make_step, resolve_mode
     from kvlab.engine import check_fits, prefill_context
     from kvlab.methods import get_method

@@ -8,10 +8,8 @@ import os
 import sys
 
 from kvlab.cli.common import add_model_options, chunk_size, non_negative_int, positive_int, positive_seconds
-from kvlab.decoding import DECODE_MODES, resolve_mode
-from kvlab.engine import DEFAULT_CHUNK_SIZE
+from kvlab.defaults import DECODE_KERNELS, DECODE_MODES, DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
-from kvlab.flex_decode import KERNELS
 
 
 def add_parser(subparsers) -> None:
@@ -40,7 +38,7 @@ def add_parser(subparsers) -> None:
                    help="kvlab decoding path: eager, static, graph (CUDA graphs), compiled (torch.compile, "
                    "compiled during the warm-up steps); auto = graph on GPU; on CPU static for "
                    "methods that evict while decoding (h2o, tova, streaming_llm), eager otherwise")
-    p.add_argument("--decode-attention", default=None, choices=KERNELS,
+    p.add_argument("--decode-attention", default=None, choices=DECODE_KERNELS,
                    help="decode attention kernel of the static, graph and compiled modes: matmul (kvlab's, the "
                    "default) or flex (flex_attention's fused decoding kernel, compiled; not for h2o/tova, which "
                    "read the attention probabilities); default: $KVLAB_DECODE_ATTENTION or matmul")
@@ -64,6 +62,7 @@ def add_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     from kvlab.bench import BenchConfig, parse_lengths
     from kvlab.budget import Budget
+    from kvlab.decoding import resolve_mode
     from kvlab.methods import get_method
     from kvlab.models import ModelSpec
     from kvlab.models.loading import check_device, default_device, load_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kvlab.engine import DEFAULT_CHUNK_SIZE
+from kvlab.defaults import DEFAULT_CHUNK_SIZE
 from kvlab.errors import KvlabError
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from kvlab.cli.common import add_method_options, add_model_options, human_bytes, load, progress_bar, read_text
-from kvlab.decoding import DECODE_MODES
+from kvlab.defaults import DECODE_MODES
 from kvlab.errors import KvlabError
 
 

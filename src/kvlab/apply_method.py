@@ -1,5 +1,8 @@
 """``kvlab.apply``: run a model under a method and a budget, through kvlab's attention function.
 
+(The module is ``kvlab.apply_method`` so that the package's lazily imported ``kvlab.apply`` is
+always the function, never this module.)
+
 ::
 
     with kvlab.apply(model, "snapkv", budget="1024"):
