@@ -9,6 +9,7 @@ is computed as in ``kvlab bench`` ((weight bytes read + KV bytes read) / measure
 
     python bench/decode_modes.py --length 4096 --methods full,snapkv --json bench/results/decode_modes_cpu.json
     python bench/decode_modes.py --model random:llama-3.1-8b --length 131072 --modes graph,compiled  # GPU
+    python bench/decode_modes.py --length 4096 --methods snapkv --modes compiled,compiled+inductor,static+flex
 
 Modes run in one process (``kvlab bench`` isolates cases in processes; here the point is the same
 cache and tokens for every mode, and interleaving, as a shared machine's speed drifts). On CPU the first ``compiled`` step takes
@@ -83,6 +84,9 @@ def _mode_spec(p: argparse.ArgumentParser, spec: str, device: torch.device) -> s
     if plus and (mode == "eager" or kernel not in flex_decode.KERNELS):
         p.error(f"--modes {spec}: a kernel goes with a static mode ({', '.join(flex_decode.KERNELS)}), "
                 "as in graph+flex")
+    if kernel == "inductor" and mode != "compiled":
+        p.error(f"--modes {spec}: the inductor kernel is decode attention traced into the compiled step: "
+                "compiled+inductor")
     return f"{mode}+{kernel}" if plus else mode
 
 
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk (default: %(default)s)")
     p.add_argument("--modes", default=None,
                    help="decode modes (default: eager,static,compiled; + graph on CUDA); a static mode may name its "
-                        "decode attention kernel: graph+flex, compiled+matmul (default: KVLAB_DECODE_ATTENTION's)")
+                        "decode attention kernel: graph+flex, compiled+matmul, compiled+inductor (default: "
+                        "KVLAB_DECODE_ATTENTION's)")
     p.add_argument("--tokens", type=int, default=32, help="timed steps (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds, modes interleaved (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")

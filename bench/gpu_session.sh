@@ -10,7 +10,8 @@
 #    chunked prefill (4096), CUDA-graph decoding, each case in its own process
 # 1a. decode attention alone (bench/decode_kernels.py): is the decode step's excess attention or the rest?
 # 1b. decode paths at 128K (bench/decode_modes.py): CUDA graph vs torch.compile + CUDA graph, each with
-#     kvlab's matmul decode attention or flex_attention's decoding kernel (KVLAB_DECODE_ATTENTION=flex)
+#     kvlab's decode attention (compiled: traced into the step) or flex_attention's decoding kernel
+#     (KVLAB_DECODE_ATTENTION=flex); 1b'' compiled with decode attention as one opaque operator (=matmul)
 # 1c. chunked-prefill attention per layer (bench/chunk_kernels.py): flash lower-right vs the cuDNN
 #     split of kvlab.chunk_attention vs one pass; then `full` at 128K end to end with the split on
 # 2. kvpress 0.5.5 (the field's reference tool) on the same shape: SnapKV keeping 10% at 32K and
@@ -70,6 +71,12 @@ if [ "$(left)" -gt 330 ]; then
   timeout $(( $(left) - 250 < 200 ? $(left) - 250 : 200 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
     --length 130944 --methods snapkv --modes graph,compiled+flex --tokens 32 --rounds 3 --warmup 3 \
     --json "$OUT/decode_modes_8b_flex.json" 2>&1 | tee "$LOGS/decode_modes_8b_flex.log" | grep -v "^ *$" | tail -3
+fi
+if [ "$(left)" -gt 330 ]; then
+  log "1b''. the same with decode attention one opaque operator in the compiled step (before 2026-12-05: the default)"
+  timeout $(( $(left) - 250 < 200 ? $(left) - 250 : 200 )) "$PY" bench/decode_modes.py --model random:llama-3.1-8b \
+    --length 130944 --methods snapkv --modes graph,compiled+matmul --tokens 32 --rounds 3 --warmup 3 \
+    --json "$OUT/decode_modes_8b_opaque.json" 2>&1 | tee "$LOGS/decode_modes_8b_opaque.log" | grep -v "^ *$" | tail -3
 fi
 
 if [ "$(left)" -gt 180 ]; then

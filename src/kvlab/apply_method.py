@@ -125,7 +125,7 @@ class State:
         # static decoding of a decode-time method: per layer, (capacity of each step (steps,) on the
         # device, the sequence length after the first step) -- set by kvlab.decoding.StaticStep
         self.decode_capacity: dict[int, tuple[torch.Tensor, int]] = {}
-        # static decoding: the attention kernel ("matmul" or "flex", kvlab.flex_decode; set by StaticStep)
+        # static decoding: the attention kernel ("matmul", "flex" or "inductor", kvlab.flex_decode; set by StaticStep)
         # and whether the step computes the attention mass each slot received (H2O, TOVA read it)
         self.decode_kernel = "matmul"
         self.decode_key_mass = flex_decode.wants_key_mass(method)
@@ -161,7 +161,8 @@ class State:
                     query, key, value, layer.positions, query_pos, scaling, window, softcap), None
             else:
                 out, key_mass = decode_attention(query, key, value, layer.positions, query_pos, scaling, window,
-                                                 softcap, want_key_mass=self.decode_key_mass)
+                                                 softcap, want_key_mass=self.decode_key_mass,
+                                                 opaque=self.decode_kernel != "inductor")
             self._after_static_step(layer_idx, layer, query, query_pos, scaling, window, key_mass)
             return out.transpose(1, 2).contiguous(), None
         query_pos = torch.arange(layer.seen - q_len, layer.seen, device=query.device)

@@ -153,6 +153,7 @@ def decode_attention(
     window: int | None = None,
     softcap: float | None = None,
     want_key_mass: bool = True,
+    opaque: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention of one new token per sequence over a fixed-size cache that may have empty slots.
 
@@ -161,9 +162,11 @@ def decode_attention(
     ``(output (B, Hq, 1, D), key_mass (B, Hkv, L) float32)`` -- the probabilities each slot received,
     summed over the heads of its group (what H2O accumulates and TOVA ranks); ``key_mass`` is None
     when not wanted (one reduction pass over the scores less). Without the mass and soft-capping, a CPU
-    runs torch's fused flash kernel (:func:`_cpu_flash_decode`); otherwise the matmuls below.
+    runs torch's fused flash kernel (:func:`_cpu_flash_decode`); otherwise the matmuls below. Under
+    ``torch.compile`` it is one opaque operator (:func:`_decode_attention_op`) unless ``opaque`` is
+    False: then inductor traces the matmuls and fuses the passes over the scores with the step.
     """
-    if torch.compiler.is_compiling():  # opaque to inductor, see _decode_attention_op
+    if opaque and torch.compiler.is_compiling():  # see _decode_attention_op
         out, mass = _decode_attention_op(query, key, value, key_pos, query_pos, scaling, window, softcap,
                                          want_key_mass)
         return out, (mass if want_key_mass else None)
@@ -175,8 +178,10 @@ def _decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Te
                          query_pos: torch.Tensor, scaling: float, window: int | None,
                          softcap: float | None, want_key_mass: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`decode_attention` as one opaque operator for ``torch.compile``: inductor fuses the rest of
-    the decoding step but leaves the attention to the library matmuls (its own code for a 1 x L
-    score row was 2-3x slower on CPU at 4K keys). Without ``want_key_mass`` the second output is empty."""
+    the decoding step but leaves the attention to the library calls, with the eager numerics
+    (``KVLAB_DECODE_ATTENTION=matmul``; the compiled step's default now traces the function instead,
+    which on CPU measured 0.79-0.91x this operator's ms/token, see :func:`kvlab.flex_decode.kernel_for`).
+    Without ``want_key_mass`` the second output is empty."""
     out, mass = _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass)
     return out.contiguous(), (mass.contiguous() if mass is not None else key_pos.new_empty(0, dtype=torch.float32))
 
@@ -236,11 +241,18 @@ def value_pieces(n: int, device: torch.device) -> int:
     if device.type == "cuda":
         least = 2
     else:
-        least = CPU_MIN_PIECES[0] if torch.get_num_threads() == 1 else CPU_MIN_PIECES[1]
+        least = CPU_MIN_PIECES[0] if _torch_threads() == 1 else CPU_MIN_PIECES[1]
     for pieces in (s, s - 1):  # s - 1: a split_capacity() that crossed a multiple of DECODE_SPLIT
         if pieces >= least and n % pieces == 0:
             return pieces
     return 1
+
+
+@torch.compiler.assume_constant_result
+def _torch_threads() -> int:
+    """``torch.get_num_threads()``, a constant to ``torch.compile`` (a decoding step traced with the
+    matmuls inside keeps the split it was traced with)."""
+    return torch.get_num_threads()
 
 
 def split_capacity(n: int) -> int:

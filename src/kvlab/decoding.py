@@ -10,9 +10,10 @@ Four ways to run a step, same results:
 * ``graph`` (CUDA): the static step captured once in a CUDA graph and replayed, which removes the
   ~1,500 kernel launches per token that make eager decoding launch-bound on a GPU.
 * ``compiled``: the static step through ``torch.compile`` (``fullgraph=True``, static shapes):
-  inductor fuses the step's small kernels (norms, RoPE, activations, residuals, the cache write);
-  decode attention stays one opaque operator with the eager numerics
-  (:func:`kvlab.attention.decode_attention`). On CUDA the compiled step is then captured in a CUDA
+  inductor fuses the step's small kernels (norms, RoPE, activations, residuals, the cache write)
+  and decode attention's passes over the scores (:func:`kvlab.attention.decode_attention` traced into
+  the step; ``KVLAB_DECODE_ATTENTION=matmul`` keeps it one opaque operator with the eager numerics).
+  On CUDA the compiled step is then captured in a CUDA
   graph as in ``graph``. The first step compiles (tens of seconds to minutes); a cache of another
   capacity compiles again (torch's recompile limit applies), so non-evicting methods round the
   capacity up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
@@ -26,6 +27,7 @@ empty slots) so decode attention can split its value reduction into equal pieces
 The static modes' attention kernel is :func:`kvlab.attention.decode_attention` or, with
 ``KVLAB_DECODE_ATTENTION=flex``, flex_attention's decoding kernel (:mod:`kvlab.flex_decode`), chosen
 when the step is built; with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
+In ``compiled`` the default is ``inductor`` (the same function traced; :func:`kvlab.flex_decode.kernel_for`).
 """
 
 from __future__ import annotations
@@ -81,11 +83,12 @@ class StaticStep:
     """A fixed-shape decoding step over a static cache (see the module docstring)."""
 
     capacity_multiple = 1
+    mode = "static"
 
     def __init__(self, model: Any, cache: BudgetCache, device: torch.device, state: Any, max_new_tokens: int):
         self.model, self.cache, self.device = model, cache, device
         method = state.method
-        self.state, self.kernel = state, flex_decode.kernel_for(method)  # decode attention: matmul or flex
+        self.state, self.kernel = state, flex_decode.kernel_for(method, self.mode)  # decode attention
         if self.kernel == "flex":  # a compiled kernel: fewer distinct capacities, fewer compiles
             self.capacity_multiple = CAPACITY_MULTIPLE
         self.evicts = method.compresses and method.evicts_during_decode
@@ -141,6 +144,8 @@ class StaticStep:
 class GraphStep(StaticStep):
     """The static step captured in a CUDA graph on first use, then replayed."""
 
+    mode = "graph"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -184,6 +189,7 @@ class CompiledStep(GraphStep):
     """The static step compiled by ``torch.compile``; on CUDA also captured in a CUDA graph."""
 
     capacity_multiple = CAPACITY_MULTIPLE
+    mode = "compiled"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

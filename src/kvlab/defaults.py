@@ -7,4 +7,4 @@ modules that implement these options re-export them (``engine.DEFAULT_CHUNK_SIZE
 
 DEFAULT_CHUNK_SIZE = 4096  # prompt tokens per prefill chunk; the method compresses between chunks
 DECODE_MODES = ("auto", "eager", "static", "graph", "compiled")  # how the decoding step runs
-DECODE_KERNELS = ("matmul", "flex")  # decode attention of the static modes (KVLAB_DECODE_ATTENTION)
+DECODE_KERNELS = ("matmul", "flex", "inductor")  # decode attention of the static modes (KVLAB_DECODE_ATTENTION)

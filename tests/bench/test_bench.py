@@ -170,6 +170,26 @@ def test_case_with_flex_decode_attention_records_it(monkeypatch):
     assert row["decode_mode"] == "static"
 
 
+def test_inductor_decode_attention_goes_with_compiled_decoding():
+    """--decode-attention inductor changes only the compiled step: other modes fail up front, and a
+    compiled row names the kernel and keeps its own mode key."""
+    from types import SimpleNamespace
+
+    from kvlab.bench.worker import _decode_attention_label
+    from kvlab.methods import get_method
+
+    with pytest.raises(KvlabError, match="add --decode-mode compiled"):
+        config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="snapkv",
+                              decode_attention="inductor", decode_mode="static"))
+    config = config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="h2o",
+                                   decode_attention="inductor", decode_mode="compiled"))
+    assert [c.get("decode_attention") for c in config.cases()] == [None, "inductor"]
+    config_ = SimpleNamespace(get_text_config=lambda: SimpleNamespace())
+    lm = SimpleNamespace(model=SimpleNamespace(config=config_), device=torch.device("cpu"))
+    label = _decode_attention_label("compiled", "inductor", get_method("h2o"), lm)
+    assert label == "kvlab decode_attention (matmuls) traced into the step (static cache, torch.compile)"
+
+
 def test_transformers_case_and_errors():
     row = run_case(case("transformers"))
     assert row["method"] == "plain transformers" and row["kv_bytes"] == row["full_kv_bytes"]

@@ -83,8 +83,27 @@ def test_the_switch_picks_flex_only_where_it_applies(monkeypatch):
     assert [flex_decode.kernel_for(get_method(n)) for n in ("h2o", "tova")] == ["matmul"] * 2
     assert flex_decode.wants_key_mass(get_method("tova")) and not flex_decode.wants_key_mass(get_method("snapkv"))
     monkeypatch.setenv(flex_decode.SWITCH, "triton")
-    with pytest.raises(KvlabError, match="use one of matmul, flex"):
+    with pytest.raises(KvlabError, match="use one of matmul, flex, inductor"):
         flex_decode.kernel_for(get_method("full"))
+
+
+def test_the_inductor_kernel_is_compiled_decodings_default_and_changes_nothing_else(monkeypatch):
+    modes = ("static", "graph", "compiled")
+    for value in (None, "inductor"):
+        if value is None:
+            monkeypatch.delenv(flex_decode.SWITCH, raising=False)
+        else:
+            monkeypatch.setenv(flex_decode.SWITCH, value)
+        for name in ("snapkv", "h2o"):  # the traced function also returns the key mass
+            method = get_method(name)
+            assert [flex_decode.kernel_for(method, m) for m in modes] == ["matmul", "matmul", "inductor"]
+            assert [flex_decode.mode_label(m, method) for m in ("eager", *modes)] == ["eager", *modes]
+    monkeypatch.setenv(flex_decode.SWITCH, "matmul")  # the opaque operator, kept apart in results
+    assert [flex_decode.mode_label(m, get_method("snapkv")) for m in modes] == ["static", "graph", "compiled+matmul"]
+    monkeypatch.setenv(flex_decode.SWITCH, "flex")
+    assert flex_decode.mode_label("graph", get_method("snapkv")) == "graph+flex"
+    assert flex_decode.mode_label("graph", get_method("tova")) == "graph"  # tova keeps the default
+    assert flex_decode.mode_label("compiled", get_method("tova")) == "compiled"
 
 
 @pytest.mark.parametrize("name,wanted", [("full", False), ("streaming_llm", False), ("h2o", True), ("tova", True)])
@@ -145,6 +164,35 @@ def test_compiled_decoding_through_flex_matches_eager(monkeypatch):
     compiled, _ = run(lm, "snapkv", "compiled")
     assert compiled.token_ids == eager.token_ids
     assert len(_debug_get_cache_entry_list(StaticStep.forward.__code__)) == 1
+
+
+@pytest.mark.parametrize("name", ["snapkv", "h2o"])
+def test_compiled_decoding_with_the_inductor_kernel_traces_decode_attention(name, monkeypatch):
+    """KVLAB_DECODE_ATTENTION=inductor (compiled's default): the compiled step's graph holds decode
+    attention's own operations (the mass-free CPU flash kernel for snapkv, the matmuls and the mass for
+    h2o) instead of the opaque kvlab::decode_attention operator (=matmul), in one graph, and gives
+    eager's tokens. The graph is run as traced
+    (no inductor code generation: the CPU's C++ compile is slow and tested with the default kernel)."""
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append({str(node.target) for node in gm.graph.nodes if node.op == "call_function"})
+        return gm.forward
+
+    real_compile = torch.compile
+    lm = make_tiny("llama")
+    eager, _ = run(lm, name, "eager")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": recording}))
+    for kernel in ("matmul", "inductor"):
+        monkeypatch.setenv(flex_decode.SWITCH, kernel)
+        torch._dynamo.reset()
+        compiled, _ = run(lm, name, "compiled")
+        assert compiled.token_ids == eager.token_ids, kernel
+    opaque, traced = graphs  # one graph each: fullgraph=True, no recompiles
+    assert any("decode_attention" in t for t in opaque)
+    assert not any("decode_attention" in t for t in traced)
+    wanted = "flash_attention_for_cpu" if name == "snapkv" else "softmax"
+    assert any(wanted in t for t in traced) and not any(wanted in t for t in opaque)
 
 
 @pytest.mark.gpu

@@ -114,7 +114,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     ids = _ids(lm, case["length"], case.get("seed", 0))
     check_fits(lm, len(ids), steps + 1, method)
     mode = resolve_mode(case.get("decode_mode", "auto"), device, method)
-    flex = flex_decode.runs_flex(mode, method)  # static decoding through flex_attention's kernel
+    kernel = flex_decode.kernel_for(method, mode) if mode != "eager" else None  # static decode attention
     budget, chunk = case.get("budget"), case.get("chunk_size")
 
     def decode(prefilled, warm: int, timed: int, mode: str = mode) -> float:
@@ -158,29 +158,32 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
-        "chunk_size": chunk, "decode_mode": f"{mode}+flex" if flex else mode,  # the store keys records by mode
+        "chunk_size": chunk, "decode_mode": flex_decode.mode_label(mode, method),  # the store keys records by mode
         "prefill_seconds": prefilled.prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
         "kv_decode_bytes": prefilled.cache.bytes_held, "decode_ms_per_token": seconds / case["decode_tokens"] * 1e3,
-        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, flex, method, lm)},
+        "attention": {"prefill": prefill_attention, "decode": _decode_attention_label(mode, kernel, method, lm)},
         "warmup_length": warm_len,
     }
 
 
-def _decode_attention_label(mode: str, flex: bool, method, lm) -> str:
+def _decode_attention_label(mode: str, kernel: str | None, method, lm) -> str:
+    """What ran decode attention: ``kernel`` is :func:`kvlab.flex_decode.kernel_for`'s (None: eager)."""
     from kvlab import attention, flex_decode
 
-    if mode == "eager":
+    if kernel is None:
         return "sdpa"
     softcap = getattr(lm.model.config.get_text_config(), "attn_logit_softcapping", None)  # what attention gets
-    if flex:
-        kernel = "flex_attention (FlexDecoding)"
+    if kernel == "flex":
+        name = "flex_attention (FlexDecoding)"
     elif attention.cpu_flash_decodes(lm.device, flex_decode.wants_key_mass(method), softcap):
-        kernel = "decode_attention (CPU flash kernel)"
+        name = "decode_attention (CPU flash kernel)"
     else:
-        kernel = "decode_attention (matmuls)"
-    return f"kvlab {kernel} (static cache{', torch.compile' if mode == 'compiled' else ''})"
+        name = "decode_attention (matmuls)"
+    if kernel == "inductor":
+        name += " traced into the step"
+    return f"kvlab {name} (static cache{', torch.compile' if mode == 'compiled' else ''})"
 
 
 def _chunk_attention_label(device: torch.device) -> str:

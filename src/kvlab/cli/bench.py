@@ -39,9 +39,12 @@ def add_parser(subparsers) -> None:
                    "compiled during the warm-up steps); auto = graph on GPU; on CPU static for "
                    "methods that evict while decoding (h2o, tova, streaming_llm), eager otherwise")
     p.add_argument("--decode-attention", default=None, choices=DECODE_KERNELS,
-                   help="decode attention kernel of the static, graph and compiled modes: matmul (kvlab's, the "
-                   "default) or flex (flex_attention's fused decoding kernel, compiled; not for h2o/tova, which "
-                   "read the attention probabilities); default: $KVLAB_DECODE_ATTENTION or matmul")
+                   help="decode attention kernel of the static, graph and compiled modes: matmul (kvlab's "
+                   "decode_attention; one opaque operator inside the compiled step), inductor (--decode-mode "
+                   "compiled only, its default: the same traced into the step, its passes fused by inductor) "
+                   "or flex (flex_attention's fused decoding kernel, compiled; not for h2o/tova, which read the "
+                   "attention probabilities); default: $KVLAB_DECODE_ATTENTION, else inductor for compiled "
+                   "and matmul for the others")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the plain-transformers baseline row")
     p.add_argument("--baseline-generate", action="store_true",
@@ -88,6 +91,9 @@ def config_from_args(args: argparse.Namespace):
     lengths = parse_lengths(args.lengths)
     device = check_device(args.device or default_device())
     resolve_mode(args.decode_mode, device)  # 'graph' needs CUDA
+    if args.decode_attention == "inductor" and args.decode_mode != "compiled":
+        raise KvlabError("--decode-attention inductor traces decode attention into the compiled step: "
+                         "add --decode-mode compiled")
     if args.decode_attention == "flex":
         eager = [m for m in methods if resolve_mode(args.decode_mode, device, get_method(m)) == "eager"]
         if eager:
