@@ -14,6 +14,8 @@ captured in a CUDA graph and replayed, as a decoding step is (no launch overhead
   :func:`kvlab.attention.value_pieces` pieces where that rule splits), on CPU torch's fused flash kernel;
 * ``kvlab decode_attention + key mass``: the matmul path returning the mass each slot received (H2O, TOVA);
 * ``kvlab + key mass, value reduction in one matmul``: the same with the split off;
+* ``... traced by torch.compile``: both as ``compiled`` decoding runs them by default (kernel
+  ``inductor``: the passes over the scores fused by inductor; the first call compiles, untimed);
 * ``kvlab flex_attention (FlexDecoding)``: :mod:`kvlab.flex_decode`, the opt-in fused kernel
   (``KVLAB_DECODE_ATTENTION=flex``), compiled (on CPU inductor's C++ template);
 * ``sdpa ...``: PyTorch SDPA (flash, efficient) for one query without a mask (a cache without empty
@@ -92,6 +94,13 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
             attention.decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling,
                                        want_key_mass=want_key_mass)
 
+    def traced(want_key_mass: bool):
+        """decode_attention traced by torch.compile, as compiled decoding runs it (kernel 'inductor')."""
+        def step():
+            return [attention.decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling,
+                                               want_key_mass=want_key_mass, opaque=False) for i in range(layers)]
+        return torch.compile(step, fullgraph=True, dynamic=False)
+
     def flex():
         for i in range(layers):
             flex_decode.flex_decode_attention(query[i], keys[i], values[i], positions, query_pos, scaling)
@@ -114,6 +123,8 @@ def measure(shape: str, length: int, layers: int, device: torch.device, repeats:
              ("kvlab decode_attention", kvlab_decode, None),
              ("kvlab decode_attention + key mass", lambda: kvlab_decode(True), None),
              ("kvlab + key mass, value reduction in one matmul", lambda: kvlab_decode(True), no_split),
+             ("kvlab decode_attention traced by torch.compile", traced(False), None),
+             ("kvlab + key mass, traced by torch.compile", traced(True), None),
              ("kvlab flex_attention (FlexDecoding)", flex, None)]
     if device.type == "cuda":
         # not cuDNN: a refused graph capture can leave the CUDA context unusable for the next rows

@@ -43,5 +43,6 @@ def test_decode_kernels_times_kvlab_sdpa_and_the_read_floor():
     rows = {r["kernel"]: r for r in result["rows"]}
     assert set(rows) == {"read K+V (sum)", "kvlab decode_attention", "kvlab decode_attention + key mass",
                          "kvlab + key mass, value reduction in one matmul", "kvlab flex_attention (FlexDecoding)",
+                         "kvlab decode_attention traced by torch.compile", "kvlab + key mass, traced by torch.compile",
                          "sdpa (no mask)"}
     assert all(r["ms_per_layer"] > 0 and r["slots"] >= 3000 for r in rows.values())
