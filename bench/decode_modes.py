@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from kvlab import flex_decode
+from kvlab import decode_kernel
 from kvlab.apply_method import apply
 from kvlab.bench.measure import copy_bandwidth, device_info
 from kvlab.bench.worker import _ids, _load, _sync, weight_bytes
@@ -64,7 +64,7 @@ def decode_modes(lm, prefilled, method, modes: list[str], warmup: int, tokens: i
         for m in modes:
             state.cache = caches[m]
             mode, _, kernel = m.partition("+")
-            with _switch(flex_decode.SWITCH, kernel or None):
+            with _switch(decode_kernel.SWITCH, kernel or None):
                 steps[m] = make_step(mode, lm.model, caches[m], device, state, steps_total + 1)
             out[m]["decode_attention"] = getattr(steps[m], "kernel", "sdpa")
             out[m]["warmup_seconds"] = advance(m, warmup)
@@ -81,8 +81,8 @@ def _mode_spec(p: argparse.ArgumentParser, spec: str, device: torch.device) -> s
     """``mode`` or ``mode+kernel``, the mode resolved for ``device``, the kernel checked."""
     mode, plus, kernel = spec.partition("+")
     mode = resolve_mode(mode, device)
-    if plus and (mode == "eager" or kernel not in flex_decode.KERNELS):
-        p.error(f"--modes {spec}: a kernel goes with a static mode ({', '.join(flex_decode.KERNELS)}), "
+    if plus and (mode == "eager" or kernel not in decode_kernel.KERNELS):
+        p.error(f"--modes {spec}: a kernel goes with a static mode ({', '.join(decode_kernel.KERNELS)}), "
                 "as in graph+flex")
     if kernel == "inductor" and mode != "compiled":
         p.error(f"--modes {spec}: the inductor kernel is decode attention traced into the compiled step: "

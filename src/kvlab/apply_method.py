@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from kvlab import flex_decode
+from kvlab import decode_kernel, flex_decode
 from kvlab.attention import decode_attention, masked_attention, sdpa_attention
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache, KVLayer
@@ -125,10 +125,11 @@ class State:
         # static decoding of a decode-time method: per layer, (capacity of each step (steps,) on the
         # device, the sequence length after the first step) -- set by kvlab.decoding.StaticStep
         self.decode_capacity: dict[int, tuple[torch.Tensor, int]] = {}
-        # static decoding: the attention kernel ("matmul", "flex" or "inductor", kvlab.flex_decode; set by StaticStep)
+        # static decoding: the attention kernel ("matmul", "flex" or "inductor", kvlab.decode_kernel; set by
+        # StaticStep)
         # and whether the step computes the attention mass each slot received (H2O, TOVA read it)
         self.decode_kernel = "matmul"
-        self.decode_key_mass = flex_decode.wants_key_mass(method)
+        self.decode_key_mass = decode_kernel.wants_key_mass(method)
 
     def capacity(self, layer_idx: int, seen: int) -> int:
         """Slots ``layer_idx`` may keep now: the budget resolved against the prompt while it is being

@@ -180,7 +180,7 @@ def _decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     """:func:`decode_attention` as one opaque operator for ``torch.compile``: inductor fuses the rest of
     the decoding step but leaves the attention to the library calls, with the eager numerics
     (``KVLAB_DECODE_ATTENTION=matmul``; the compiled step's default now traces the function instead,
-    which on CPU measured 0.79-0.91x this operator's ms/token, see :func:`kvlab.flex_decode.kernel_for`).
+    which on CPU measured 0.79-0.91x this operator's ms/token, see :func:`kvlab.decode_kernel.kernel_for`).
     Without ``want_key_mass`` the second output is empty."""
     out, mass = _decode_attention(query, key, value, key_pos, query_pos, scaling, window, softcap, want_key_mass)
     return out.contiguous(), (mass.contiguous() if mass is not None else key_pos.new_empty(0, dtype=torch.float32))

@@ -26,8 +26,8 @@ empty slots) so decode attention can split its value reduction into equal pieces
 
 The static modes' attention kernel is :func:`kvlab.attention.decode_attention` or, with
 ``KVLAB_DECODE_ATTENTION=flex``, flex_attention's decoding kernel (:mod:`kvlab.flex_decode`), chosen
-when the step is built; with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
-In ``compiled`` the default is ``inductor`` (the same function traced; :func:`kvlab.flex_decode.kernel_for`).
+(:mod:`kvlab.decode_kernel`) when the step is built; with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
+In ``compiled`` the default is ``inductor`` (the same function traced; :func:`kvlab.decode_kernel.kernel_for`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from kvlab import flex_decode
+from kvlab import decode_kernel
 from kvlab.attention import split_capacity
 from kvlab.cache import BudgetCache
 from kvlab.defaults import DECODE_MODES
@@ -88,7 +88,7 @@ class StaticStep:
     def __init__(self, model: Any, cache: BudgetCache, device: torch.device, state: Any, max_new_tokens: int):
         self.model, self.cache, self.device = model, cache, device
         method = state.method
-        self.state, self.kernel = state, flex_decode.kernel_for(method, self.mode)  # decode attention
+        self.state, self.kernel = state, decode_kernel.kernel_for(method, self.mode)  # decode attention
         if self.kernel == "flex":  # a compiled kernel: fewer distinct capacities, fewer compiles
             self.capacity_multiple = CAPACITY_MULTIPLE
         self.evicts = method.compresses and method.evicts_during_decode

@@ -2,7 +2,7 @@
 
 This module imports nothing: ``kvlab --help`` and argument errors answer without loading torch. The
 modules that implement these options re-export them (``engine.DEFAULT_CHUNK_SIZE``,
-``decoding.DECODE_MODES``, ``flex_decode.KERNELS``).
+``decoding.DECODE_MODES``, ``decode_kernel.KERNELS``).
 """
 
 DEFAULT_CHUNK_SIZE = 4096  # prompt tokens per prefill chunk; the method compresses between chunks

@@ -7,14 +7,13 @@ reduction split over the keys by hand. ``torch.nn.attention.flex_attention`` has
 the keys split over the multiprocessors, the splits merged by their log-sum-exps) that does all of
 it in one fused Triton kernel plus a small reduction, reading each key and value once.
 
-Switch: ``KVLAB_DECODE_ATTENTION=flex`` (see :func:`kernel_for` for ``matmul`` and ``inductor``), read
-when a static / graph / compiled decoding step is built. It applies only to methods that do not read
-the attention probabilities while decoding (H2O and TOVA do: they keep the default, which returns
-them). Exact: the mask is
-the one :func:`kvlab.attention.allowed_mask` defines (slot held, not after the query, inside the
-sliding window), soft-capping is a ``score_mod``.
+Switch: ``KVLAB_DECODE_ATTENTION=flex`` (:mod:`kvlab.decode_kernel`), read when a static / graph /
+compiled decoding step is built. It applies only to methods that do not read the attention
+probabilities while decoding (H2O and TOVA do: they keep the default, which returns them). Exact: the
+mask is the one :func:`kvlab.attention.allowed_mask` defines (slot held, not after the query, inside
+the sliding window), soft-capping is a ``score_mod``.
 
-* CUDA: compiled (Triton); inside ``compiled`` decoding, inductor lowers it with the rest of the step.
+* CUDA: compiled (Triton); inside ``compiled`` decoding one opaque operator running that kernel.
   **Not yet measured on a GPU**: ``bench/decode_kernels.py`` has it as a row and
   ``bench/gpu_session.sh`` step 1b decodes with it.
 * CPU: compiled, it is inductor's C++ flash template: slower than the matmuls on the embedded
@@ -29,63 +28,11 @@ reading its int64 position (8 bytes per slot and KV head, against ``4 * head_dim
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
-from kvlab.defaults import DECODE_KERNELS
-from kvlab.errors import KvlabError
-from kvlab.sparse.flex import available
 
-SWITCH = "KVLAB_DECODE_ATTENTION"
-KERNELS = DECODE_KERNELS
 BLOCK = 128
-
-
-def kernel_for(method, mode: str = "static") -> str:
-    """The decode attention kernel a decoding step of ``method`` in resolved decode ``mode`` (a static
-    one) runs, from the switch :data:`SWITCH`:
-
-    * ``"matmul"``: :func:`kvlab.attention.decode_attention` (the default of ``static`` and ``graph``);
-      inside ``compiled`` decoding one opaque operator (library calls, the eager numerics);
-    * ``"inductor"`` (the default of ``compiled``): the same function traced into the compiled step, so
-      inductor fuses its passes over the scores with the rest of the step; in the other modes
-      ``"matmul"``. On CPU 0.79-0.91x the opaque operator's ms/token (docs/performance.md);
-    * ``"flex"``: flex_attention's decoding kernel (this module), where flex_attention exists and the
-      method does not read the attention probabilities while decoding (H2O, TOVA); else the default.
-
-    Raises :class:`KvlabError` for an unknown switch value."""
-    default = "inductor" if mode == "compiled" else "matmul"
-    choice = os.environ.get(SWITCH, default).strip().lower() or default
-    if choice not in KERNELS:
-        raise KvlabError(f"{SWITCH}={os.environ[SWITCH]!r} is not a decode attention kernel; "
-                         f"use one of {', '.join(KERNELS)} (or unset it)")
-    if choice == "flex" and (wants_key_mass(method) or not available()):
-        return default
-    if choice == "inductor" and mode != "compiled":
-        return "matmul"
-    return choice
-
-
-def mode_label(mode: str, method) -> str:
-    """Resolved decode ``mode`` plus the kernel where it is not the mode's default (``"graph+flex"``,
-    ``"compiled+matmul"``): what results are keyed by, so runs of different kernels do not replace each
-    other."""
-    if mode == "eager":
-        return mode
-    kernel = kernel_for(method, mode)
-    return mode if kernel == ("inductor" if mode == "compiled" else "matmul") else f"{mode}+{kernel}"
-
-
-def runs_flex(mode: str, method) -> bool:
-    """Whether decoding ``method`` in resolved decode ``mode`` runs flex (the static modes only)."""
-    return mode != "eager" and kernel_for(method, mode) == "flex"
-
-
-def wants_key_mass(method) -> bool:
-    """Whether static decoding must compute the probabilities each slot received (H2O accumulates them,
-    TOVA ranks by them); otherwise :func:`kvlab.attention.decode_attention` skips that pass."""
-    return bool(method.needs_attention_weights or method.decode_key_mass)
 
 
 @functools.cache

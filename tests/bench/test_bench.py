@@ -150,7 +150,7 @@ def test_case_with_flex_decode_attention_records_it(monkeypatch):
     which kernel decoded; H2O keeps the kernel that returns the probabilities it accumulates."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    from kvlab import flex_decode
+    from kvlab import decode_kernel, flex_decode
 
     config = config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="snapkv", decode_attention="flex",
                                    decode_mode="static"))
@@ -159,7 +159,7 @@ def test_case_with_flex_decode_attention_records_it(monkeypatch):
         with pytest.raises(KvlabError, match="add --decode-mode static"):
             config_from_args(args(random_weights="tiny-llama", lengths="1k", methods="snapkv", decode_attention="flex",
                                   decode_mode="auto"))
-    monkeypatch.setenv(flex_decode.SWITCH, "matmul")  # restored after the test: run_case sets it
+    monkeypatch.setenv(decode_kernel.SWITCH, "matmul")  # restored after the test: run_case sets it
     monkeypatch.setattr(flex_decode, "_flex", lambda compiled, device_type: flex_attention)  # no compile here
     row = run_case(case("kvlab", method="snapkv", decode_mode="static", decode_attention="flex"))
     assert "error" not in row, row.get("error")

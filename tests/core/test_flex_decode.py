@@ -11,13 +11,14 @@ import torch
 from test_decoding import inductor_compiles_on_cpu, run
 from tinymodels import make_tiny
 
-from kvlab import flex_decode
+from kvlab import decode_kernel, flex_decode
 from kvlab.attention import decode_attention
 from kvlab.decoding import CAPACITY_MULTIPLE
 from kvlab.errors import KvlabError
 from kvlab.methods import get_method
+from kvlab.sparse.flex import available
 
-pytestmark = pytest.mark.skipif(not flex_decode.available(), reason="this torch has no flex_attention")
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no flex_attention")
 
 
 def decode_inputs(b, hq, hkv, slots, d=32, seed=0, device="cpu", dtype=torch.float32):
@@ -74,36 +75,36 @@ def test_decode_attention_without_the_key_mass(window):
 
 
 def test_the_switch_picks_flex_only_where_it_applies(monkeypatch):
-    monkeypatch.delenv(flex_decode.SWITCH, raising=False)
-    assert flex_decode.kernel_for(get_method("snapkv")) == "matmul"  # the default
-    monkeypatch.setenv(flex_decode.SWITCH, "flex")
-    assert [flex_decode.kernel_for(get_method(n)) for n in ("full", "snapkv", "streaming_llm", "pyramidkv")] == \
+    monkeypatch.delenv(decode_kernel.SWITCH, raising=False)
+    assert decode_kernel.kernel_for(get_method("snapkv")) == "matmul"  # the default
+    monkeypatch.setenv(decode_kernel.SWITCH, "flex")
+    assert [decode_kernel.kernel_for(get_method(n)) for n in ("full", "snapkv", "streaming_llm", "pyramidkv")] == \
         ["flex"] * 4
     # methods that read the probabilities of a decoding step keep the kernel that returns them
-    assert [flex_decode.kernel_for(get_method(n)) for n in ("h2o", "tova")] == ["matmul"] * 2
-    assert flex_decode.wants_key_mass(get_method("tova")) and not flex_decode.wants_key_mass(get_method("snapkv"))
-    monkeypatch.setenv(flex_decode.SWITCH, "triton")
+    assert [decode_kernel.kernel_for(get_method(n)) for n in ("h2o", "tova")] == ["matmul"] * 2
+    assert decode_kernel.wants_key_mass(get_method("tova")) and not decode_kernel.wants_key_mass(get_method("snapkv"))
+    monkeypatch.setenv(decode_kernel.SWITCH, "triton")
     with pytest.raises(KvlabError, match="use one of matmul, flex, inductor"):
-        flex_decode.kernel_for(get_method("full"))
+        decode_kernel.kernel_for(get_method("full"))
 
 
 def test_the_inductor_kernel_is_compiled_decodings_default_and_changes_nothing_else(monkeypatch):
     modes = ("static", "graph", "compiled")
     for value in (None, "inductor"):
         if value is None:
-            monkeypatch.delenv(flex_decode.SWITCH, raising=False)
+            monkeypatch.delenv(decode_kernel.SWITCH, raising=False)
         else:
-            monkeypatch.setenv(flex_decode.SWITCH, value)
+            monkeypatch.setenv(decode_kernel.SWITCH, value)
         for name in ("snapkv", "h2o"):  # the traced function also returns the key mass
             method = get_method(name)
-            assert [flex_decode.kernel_for(method, m) for m in modes] == ["matmul", "matmul", "inductor"]
-            assert [flex_decode.mode_label(m, method) for m in ("eager", *modes)] == ["eager", *modes]
-    monkeypatch.setenv(flex_decode.SWITCH, "matmul")  # the opaque operator, kept apart in results
-    assert [flex_decode.mode_label(m, get_method("snapkv")) for m in modes] == ["static", "graph", "compiled+matmul"]
-    monkeypatch.setenv(flex_decode.SWITCH, "flex")
-    assert flex_decode.mode_label("graph", get_method("snapkv")) == "graph+flex"
-    assert flex_decode.mode_label("graph", get_method("tova")) == "graph"  # tova keeps the default
-    assert flex_decode.mode_label("compiled", get_method("tova")) == "compiled"
+            assert [decode_kernel.kernel_for(method, m) for m in modes] == ["matmul", "matmul", "inductor"]
+            assert [decode_kernel.mode_label(m, method) for m in ("eager", *modes)] == ["eager", *modes]
+    monkeypatch.setenv(decode_kernel.SWITCH, "matmul")  # the opaque operator, kept apart in results
+    assert [decode_kernel.mode_label(m, get_method("snapkv")) for m in modes] == ["static", "graph", "compiled+matmul"]
+    monkeypatch.setenv(decode_kernel.SWITCH, "flex")
+    assert decode_kernel.mode_label("graph", get_method("snapkv")) == "graph+flex"
+    assert decode_kernel.mode_label("graph", get_method("tova")) == "graph"  # tova keeps the default
+    assert decode_kernel.mode_label("compiled", get_method("tova")) == "compiled"
 
 
 @pytest.mark.parametrize("name,wanted", [("full", False), ("streaming_llm", False), ("h2o", True), ("tova", True)])
@@ -116,7 +117,7 @@ def test_static_steps_compute_the_key_mass_only_for_methods_that_read_it(tiny_ll
         seen.add(want_key_mass)
         return real(*args, want_key_mass=want_key_mass, **kwargs)
 
-    monkeypatch.delenv(flex_decode.SWITCH, raising=False)
+    monkeypatch.delenv(decode_kernel.SWITCH, raising=False)
     monkeypatch.setattr(apply_module, "decode_attention", spy)
     run(tiny_llama, name, "static")
     assert seen == {wanted}
@@ -136,7 +137,7 @@ def test_static_decoding_through_flex_matches_eager(tiny_llama, name, monkeypatc
         return real(*args, **kwargs)
 
     eager, _ = run(tiny_llama, name, "eager")
-    monkeypatch.setenv(flex_decode.SWITCH, "flex")
+    monkeypatch.setenv(decode_kernel.SWITCH, "flex")
     monkeypatch.setattr(flex_decode, "flex_decode_attention", counting)
     monkeypatch.setattr(flex_decode, "_flex", lambda compiled, device_type: flex_attention)
     with warnings.catch_warnings():
@@ -159,7 +160,7 @@ def test_compiled_decoding_through_flex_matches_eager(monkeypatch):
         pytest.skip("torch.compile's CPU backend does not work here (C++ compiler, Python headers)")
     lm = make_tiny("llama")
     eager, _ = run(lm, "snapkv", "eager")
-    monkeypatch.setenv(flex_decode.SWITCH, "flex")
+    monkeypatch.setenv(decode_kernel.SWITCH, "flex")
     torch._dynamo.reset()
     compiled, _ = run(lm, "snapkv", "compiled")
     assert compiled.token_ids == eager.token_ids
@@ -184,7 +185,7 @@ def test_compiled_decoding_with_the_inductor_kernel_traces_decode_attention(name
     eager, _ = run(lm, name, "eager")
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": recording}))
     for kernel in ("matmul", "inductor"):
-        monkeypatch.setenv(flex_decode.SWITCH, kernel)
+        monkeypatch.setenv(decode_kernel.SWITCH, kernel)
         torch._dynamo.reset()
         compiled, _ = run(lm, name, "compiled")
         assert compiled.token_ids == eager.token_ids, kernel
@@ -231,6 +232,6 @@ def test_cuda_graph_decoding_through_flex_matches_eager(name, mode, monkeypatch)
     lm = make_tiny("llama")
     lm.model.to("cuda")
     eager, _ = run(lm, name, "eager")
-    monkeypatch.setenv(flex_decode.SWITCH, "flex")
+    monkeypatch.setenv(decode_kernel.SWITCH, "flex")
     graph, _ = run(lm, name, mode)
     assert graph.token_ids == eager.token_ids

@@ -38,7 +38,7 @@ class BenchConfig:
     decode_tokens: int = 32
     warmup_steps: int = 2
     decode_mode: str = "auto"
-    decode_attention: str | None = None  # static decoding's kernel (kvlab.flex_decode); None = the environment's
+    decode_attention: str | None = None  # static decoding's kernel (kvlab.decode_kernel); None = the environment's
     baseline: bool = True
     baseline_generate: bool = False
     device: str | None = None

@@ -100,7 +100,7 @@ def _common(case, lm, ids) -> dict[str, Any]:
 
 
 def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
-    from kvlab import flex_decode
+    from kvlab import decode_kernel
     from kvlab.apply_method import apply
     from kvlab.decoding import make_step, resolve_mode
     from kvlab.engine import check_fits, prefill_context
@@ -114,7 +114,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     ids = _ids(lm, case["length"], case.get("seed", 0))
     check_fits(lm, len(ids), steps + 1, method)
     mode = resolve_mode(case.get("decode_mode", "auto"), device, method)
-    kernel = flex_decode.kernel_for(method, mode) if mode != "eager" else None  # static decode attention
+    kernel = decode_kernel.kernel_for(method, mode) if mode != "eager" else None  # static decode attention
     budget, chunk = case.get("budget"), case.get("chunk_size")
 
     def decode(prefilled, warm: int, timed: int, mode: str = mode) -> float:
@@ -158,7 +158,7 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
     return {
         **_common(case, lm, ids), "method": method.describe(), "method_spec": case["method"],
         "method_kind": method.kind, "budget": str(prefilled.budget) if method.compresses else "full",
-        "chunk_size": chunk, "decode_mode": flex_decode.mode_label(mode, method),  # the store keys records by mode
+        "chunk_size": chunk, "decode_mode": decode_kernel.mode_label(mode, method),  # the store keys records by mode
         "prefill_seconds": prefilled.prefill_seconds, "prefill_peak_bytes": prefill_mem.peak_over_base,
         "decode_peak_bytes": decode_mem.peak_over_base, "memory_method": prefill_mem.method,
         "kv_bytes": kv_bytes, "kv_peak_bytes": kv_peak, "kv_allocated_bytes": prefilled.cache.bytes_allocated,
@@ -169,15 +169,15 @@ def run_kvlab(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decode_attention_label(mode: str, kernel: str | None, method, lm) -> str:
-    """What ran decode attention: ``kernel`` is :func:`kvlab.flex_decode.kernel_for`'s (None: eager)."""
-    from kvlab import attention, flex_decode
+    """What ran decode attention: ``kernel`` is :func:`kvlab.decode_kernel.kernel_for`'s (None: eager)."""
+    from kvlab import attention, decode_kernel
 
     if kernel is None:
         return "sdpa"
     softcap = getattr(lm.model.config.get_text_config(), "attn_logit_softcapping", None)  # what attention gets
     if kernel == "flex":
         name = "flex_attention (FlexDecoding)"
-    elif attention.cpu_flash_decodes(lm.device, flex_decode.wants_key_mass(method), softcap):
+    elif attention.cpu_flash_decodes(lm.device, decode_kernel.wants_key_mass(method), softcap):
         name = "decode_attention (CPU flash kernel)"
     else:
         name = "decode_attention (matmuls)"
@@ -317,9 +317,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     if case.get("threads"):
         torch.set_num_threads(int(case["threads"]))
     if case.get("decode_attention"):  # this process only: the kernel static decoding steps pick
-        from kvlab import flex_decode
+        from kvlab import decode_kernel
 
-        os.environ[flex_decode.SWITCH] = case["decode_attention"]
+        os.environ[decode_kernel.SWITCH] = case["decode_attention"]
     try:
         return ROLES[case["role"]](case)
     except KvlabError as exc:

@@ -80,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
 def _say_when_decoding_compiles(decode: str, device, method) -> None:
     """A compiled decoding step (or flex's compiled kernel) makes the first token wait: say so, and that
     the decode time printed at the end includes it."""
-    from kvlab import flex_decode
+    from kvlab import decode_kernel
     from kvlab.decoding import resolve_mode
 
     mode = resolve_mode(decode, device, method)
     what = ("the decoding step (torch.compile)" if mode == "compiled" else
-            "flex_attention's decode kernel" if flex_decode.runs_flex(mode, method) else None)
+            "flex_attention's decode kernel" if decode_kernel.runs_flex(mode, method) else None)
     if what:
         print(f"kvlab: compiling {what} at the first token (a minute or two on CPU the first time, less with "
               "inductor's on-disk cache); the decode time below includes it", file=sys.stderr)
