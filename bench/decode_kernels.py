@@ -9,8 +9,9 @@ and reports ms per layer and the K+V bytes read per second. On CUDA the loop ove
 captured in a CUDA graph and replayed, as a decoding step is (no launch overhead in the figures).
 
 * ``read K+V (sum)``: a plain reduction over the layer's keys and values: this attention's floor;
-* ``kvlab decode_attention``: what static / graph / compiled decoding runs for methods that do not read
-  the attention probabilities: on CUDA the matmuls (the value reduction split into
+* ``kvlab decode_attention``: what static / graph decoding runs (and compiled with
+  ``KVLAB_DECODE_ATTENTION=matmul``, as one opaque operator) for methods that do not read the attention
+  probabilities: on CUDA the matmuls (the value reduction split into
   :func:`kvlab.attention.value_pieces` pieces where that rule splits), on CPU torch's fused flash kernel;
 * ``kvlab decode_attention + key mass``: the matmul path returning the mass each slot received (H2O, TOVA);
 * ``kvlab + key mass, value reduction in one matmul``: the same with the split off;

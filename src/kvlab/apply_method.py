@@ -126,8 +126,7 @@ class State:
         # device, the sequence length after the first step) -- set by kvlab.decoding.StaticStep
         self.decode_capacity: dict[int, tuple[torch.Tensor, int]] = {}
         # static decoding: the attention kernel ("matmul", "flex" or "inductor", kvlab.decode_kernel; set by
-        # StaticStep)
-        # and whether the step computes the attention mass each slot received (H2O, TOVA read it)
+        # StaticStep) and whether the step computes the attention mass each slot received (H2O, TOVA read it)
         self.decode_kernel = "matmul"
         self.decode_key_mass = decode_kernel.wants_key_mass(method)
 

@@ -33,7 +33,7 @@ def kernel_for(method, mode: str = "static") -> str:
       the default.
 
     Raises :class:`KvlabError` for an unknown switch value."""
-    default = "inductor" if mode == "compiled" else "matmul"
+    default = default_kernel(mode)
     choice = os.environ.get(SWITCH, default).strip().lower() or default
     if choice not in KERNELS:
         raise KvlabError(f"{SWITCH}={os.environ[SWITCH]!r} is not a decode attention kernel; "
@@ -52,7 +52,13 @@ def mode_label(mode: str, method) -> str:
     if mode == "eager":
         return mode
     kernel = kernel_for(method, mode)
-    return mode if kernel == ("inductor" if mode == "compiled" else "matmul") else f"{mode}+{kernel}"
+    return mode if kernel == default_kernel(mode) else f"{mode}+{kernel}"
+
+
+def default_kernel(mode: str) -> str:
+    """The kernel of static decoding ``mode`` when the switch is unset: ``inductor`` in ``compiled``,
+    ``matmul`` in the others."""
+    return "inductor" if mode == "compiled" else "matmul"
 
 
 def runs_flex(mode: str, method) -> bool:

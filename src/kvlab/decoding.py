@@ -13,10 +13,10 @@ Four ways to run a step, same results:
   inductor fuses the step's small kernels (norms, RoPE, activations, residuals, the cache write)
   and decode attention's passes over the scores (:func:`kvlab.attention.decode_attention` traced into
   the step; ``KVLAB_DECODE_ATTENTION=matmul`` keeps it one opaque operator with the eager numerics).
-  On CUDA the compiled step is then captured in a CUDA
-  graph as in ``graph``. The first step compiles (tens of seconds to minutes); a cache of another
-  capacity compiles again (torch's recompile limit applies), so non-evicting methods round the
-  capacity up to a multiple of :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
+  On CUDA the compiled step is then captured in a CUDA graph as in ``graph``. The first step
+  compiles (tens of seconds to minutes); a cache of another capacity compiles again (torch's
+  recompile limit applies), so non-evicting methods round the capacity up to a multiple of
+  :data:`CAPACITY_MULTIPLE` (the extra slots are empty and masked).
 
 For decode-time methods a static cache has the slots of the largest budget of the generation plus
 one; each step keeps the budget eager decoding would keep at that length (a ratio budget grows with
@@ -24,10 +24,10 @@ the sequence; see :meth:`kvlab.apply_method.State._after_static_step`), so every
 Every static capacity is then rounded up by :func:`kvlab.attention.split_capacity` (under 0.1% more
 empty slots) so decode attention can split its value reduction into equal pieces without copying.
 
-The static modes' attention kernel is :func:`kvlab.attention.decode_attention` or, with
-``KVLAB_DECODE_ATTENTION=flex``, flex_attention's decoding kernel (:mod:`kvlab.flex_decode`), chosen
-(:mod:`kvlab.decode_kernel`) when the step is built; with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
-In ``compiled`` the default is ``inductor`` (the same function traced; :func:`kvlab.decode_kernel.kernel_for`).
+The static modes' attention kernel is :func:`kvlab.attention.decode_attention` (in ``compiled``
+traced into the step) or, with ``KVLAB_DECODE_ATTENTION=flex``, flex_attention's decoding kernel
+(:mod:`kvlab.flex_decode`), chosen when the step is built (:func:`kvlab.decode_kernel.kernel_for`);
+with ``flex`` non-evicting methods round their capacity as ``compiled`` does.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from kvlab.prompting import ChatPolicy, PromptParts, RenderedPrompt, render
 from kvlab.sampling import Sampler, SamplingParams, TextAssembler
 
 
-
 @dataclass
 class GenerationStats:
     """Measured facts about one generation (bytes are keys+values of the cache tensors)."""

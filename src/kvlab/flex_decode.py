@@ -31,7 +31,6 @@ import functools
 
 import torch
 
-
 BLOCK = 128
 
 
