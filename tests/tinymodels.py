@@ -1,8 +1,10 @@
 """Tiny random-weight models built from configs, for unit tests (import from here, not from conftest).
 
 They cover the architectures kvlab must handle: Llama (GQA), Qwen2 (attention bias), Mistral
-(sliding window on every layer) and a Gemma-3-like model (alternating sliding and full layers,
-query/key norms). They run in milliseconds on CPU.
+(sliding window on every layer), a Gemma-3-like model (alternating sliding and full layers,
+query/key norms), GPT-NeoX (Pythia: partial rotary, ``head_size``) and Qwen3-Next (a hybrid:
+linear-attention layers between the full-attention layers, whose states transformers' own cache layers keep).
+They run in milliseconds on CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ TINY = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_la
 
 
 def tiny_config(arch: str):
-    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import (
+        Gemma3TextConfig,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3NextConfig,
+    )
 
     if arch == "llama":
         return LlamaConfig(**TINY, head_dim=16)
@@ -28,10 +37,20 @@ def tiny_config(arch: str):
             layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
             query_pre_attn_scalar=16, attn_logit_softcapping=None, final_logit_softcapping=None,
         )
+    if arch == "gpt_neox":
+        return GPTNeoXConfig(**{k: v for k, v in TINY.items() if k != "num_key_value_heads"}, rotary_pct=0.5,
+                             eos_token_id=None)
+    if arch == "qwen3_next":
+        return Qwen3NextConfig(
+            **{**TINY, "num_hidden_layers": 4}, head_dim=16, num_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=32, shared_expert_intermediate_size=32, linear_num_value_heads=2,
+            linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+            layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        )
     raise ValueError(arch)
 
 
-ARCHS = ("llama", "qwen2", "mistral", "gemma3")
+ARCHS = ("llama", "qwen2", "mistral", "gemma3", "gpt_neox", "qwen3_next")
 
 
 def make_tiny(arch: str, seed: int = 0):
@@ -102,3 +121,9 @@ def mapped(nbytes):
     t = torch.empty(nbytes, dtype=torch.uint8)
     return libc.mallinfo2().hblks - before
 """
+
+
+def kv_layers(cache) -> list:
+    """The layers of a :class:`kvlab.BudgetCache` that keep keys and values (hybrid models also have
+    linear-attention state layers)."""
+    return [layer for _, layer in cache.kv_layers]

@@ -144,17 +144,19 @@ class State:
 
     # --- the attention call -----------------------------------------------------------------
     def attend(self, module, query, key, value, attention_mask, scaling, **kwargs):
-        if kwargs.get("s_aux") is not None:
-            raise KvlabError("attention-sink logits (s_aux, gpt-oss) are not supported by kvlab's attention")
         if attention_mask is not None and not _all_true(attention_mask):
             raise KvlabError("padded batches are not supported under kvlab.apply(); run one prompt at a time")
         layer_idx = module.layer_idx
         q_len = query.shape[2]
         window = kwargs["sliding_window"] if "sliding_window" in kwargs else self.spec.sliding_windows[layer_idx]
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-        layer = self._layer(layer_idx, key, value, q_len, window)
+        chunk = self._chunk(layer_idx)
+        # transformers' own cache keeps a chunked layer's last chunk - 1 tokens, as a sliding window
+        layer = self._layer(layer_idx, key, value, q_len, window if chunk is None else chunk)
         softcap = kwargs.get("softcap")
+        sinks = kwargs.get("s_aux")  # learned attention-sink logits (gpt-oss and others), (Hq,)
         if getattr(layer, "static", False):
+            assert sinks is None and chunk is None, "decoding.make_step decodes these models eagerly"
             query_pos = (layer.seen_t - 1).view(1)
             if self.decode_kernel == "flex":
                 out, key_mass = flex_decode.flex_decode_attention(
@@ -172,15 +174,24 @@ class State:
         if self.phase == "context" and q_len > 1:
             pattern = self.method.prefill_pattern(self._context(layer_idx, layer, query, query_pos, scaling, window))
         if pattern is not None:
+            if sinks is not None or chunk is not None:
+                raise KvlabError(f"{self.method.name} (sparse prefill) does not support models with attention-sink "
+                                 "logits (gpt-oss and others) or chunked attention (Llama 4); use an eviction "
+                                 "method or full")
             out = pattern.attend(query, key, value, layer.positions, query_pos, scaling, window)
-        elif needs_mass or softcap is not None or layer.has_holes or _window_binds(layer, window, q_len):
-            out, key_mass = masked_attention(
-                query, key, value, layer.positions, query_pos, scaling, window, softcap, want_key_mass=needs_mass
-            )
+        elif (needs_mass or softcap is not None or sinks is not None or chunk is not None or layer.has_holes
+              or _window_binds(layer, window, q_len)):
+            out, key_mass = masked_attention(query, key, value, layer.positions, query_pos, scaling, window, softcap,
+                                             want_key_mass=needs_mass, sinks=sinks, chunk=chunk)
         else:
             out = sdpa_attention(query, key, value, scaling)
         self.compress_layer(layer_idx, layer, query, query_pos, scaling, window, key_mass)
         return out.transpose(1, 2).contiguous(), None
+
+    def _chunk(self, layer_idx: int) -> int | None:
+        """The attention chunk of a chunked-attention layer (Llama 4), else None."""
+        chunked = self.spec.attention_chunk and self.spec.layer_types[layer_idx] == "chunked_attention"
+        return self.spec.attention_chunk if chunked else None
 
     def _layer(self, layer_idx: int, key, value, q_len: int, window: int | None):
         if self.cache is not None:
@@ -218,10 +229,14 @@ class State:
         if foreign_sliding:
             return  # the DynamicSlidingWindowLayer trims itself; kvlab only observes
         dead = None
+        chunk = self._chunk(layer_idx)
         if window is not None:  # no later query can see these again
             dead = (layer.positions >= 0) & (layer.positions <= ctx.newest - window + 1)
-            if not bool(dead.any()):
-                dead = None
+        elif chunk is not None:  # nor these: the next query starts a chunk of its own or is in this one
+            next_start = torch.div(ctx.newest + 1, chunk, rounding_mode="floor") * chunk
+            dead = (layer.positions >= 0) & (layer.positions < next_start)
+        if dead is not None and not bool(dead.any()):
+            dead = None
         if evict and layer.length > capacity:
             if dead is not None:
                 ctx.positions = layer.positions.masked_fill(dead, -1)

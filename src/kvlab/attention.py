@@ -88,14 +88,17 @@ def _cuda_sdpa(query, key, value, scaling) -> torch.Tensor:
 
 
 def allowed_mask(
-    key_pos: torch.Tensor, query_pos: torch.Tensor, window: int | None
+    key_pos: torch.Tensor, query_pos: torch.Tensor, window: int | None, chunk: int | None = None
 ) -> torch.Tensor:
-    """Boolean ``(B, Hkv, q, L)``: may query ``i`` attend key slot ``j``."""
+    """Boolean ``(B, Hkv, q, L)``: may query ``i`` attend key slot ``j``. ``chunk``: chunked attention
+    (Llama 4), a query sees only the keys of its own chunk of ``chunk`` positions."""
     kp = key_pos.unsqueeze(-2)  # (B, Hkv, 1, L)
     qp = query_pos.view(1, 1, -1, 1)  # (1, 1, q, 1)
     ok = (kp >= 0) & (kp <= qp)
     if window is not None:
         ok &= (qp - kp) < window
+    if chunk is not None:
+        ok &= torch.div(kp, chunk, rounding_mode="floor") == torch.div(qp, chunk, rounding_mode="floor")
     return ok
 
 
@@ -109,6 +112,8 @@ def masked_attention(
     window: int | None = None,
     softcap: float | None = None,
     want_key_mass: bool = False,
+    sinks: torch.Tensor | None = None,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """General exact attention, computed in query blocks.
 
@@ -116,6 +121,9 @@ def masked_attention(
     forward's tokens at the end), so a block of queries never needs the slots after its last query.
     Returns ``(output (B, Hq, q, D), key_mass (B, Hkv, L) float32 or None)`` where ``key_mass[b, h, j]``
     is the sum over the queries and the query heads of group ``h`` of the probability given to slot ``j``.
+    ``sinks (Hq,)``: learned attention-sink logits (gpt-oss ``s_aux``), one more term in each softmax's
+    denominator that no value goes with (the probabilities of a row then sum to less than one).
+    ``chunk``: chunked attention (see :func:`allowed_mask`).
     """
     b, hq, q_len, d = query.shape
     hkv, kv_len = key.shape[1], key.shape[2]
@@ -127,6 +135,7 @@ def masked_attention(
     kt = key.unsqueeze(2).float().transpose(-1, -2)  # (B, Hkv, 1, D, L)
     vf = value.unsqueeze(2).float()  # (B, Hkv, 1, L, Dv)
     block = max(1, min(q_len, _BLOCK_ELEMS // max(1, b * hq * kv_len)))
+    sink = sinks.float().view(1, hkv, group, 1, 1) if sinks is not None else None
     for start in range(0, q_len, block):
         stop = min(q_len, start + block)
         visible = older + stop  # later slots hold tokens after this block's queries
@@ -134,9 +143,14 @@ def masked_attention(
         scores.mul_(scaling)
         if softcap is not None:
             scores = torch.tanh(scores / softcap).mul_(softcap)
-        ok = allowed_mask(key_pos[..., :visible], query_pos[start:stop], window).unsqueeze(2)  # (B, Hkv, 1, qb, L)
+        ok = allowed_mask(key_pos[..., :visible], query_pos[start:stop], window, chunk).unsqueeze(2)  # (B, Hkv, 1, qb, L)
         scores.masked_fill_(~ok, float("-inf"))
-        probs = torch.softmax(scores, dim=-1)  # every query sees at least its own token
+        if sink is None:
+            probs = torch.softmax(scores, dim=-1)  # every query sees at least its own token
+        else:  # softmax over [scores, sink] without the sink's column
+            top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
+            probs = (scores - top).exp_()
+            probs.div_(probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
         out[:, :, start:stop] = torch.matmul(probs, vf[:, :, :, :visible]).reshape(b, hq, stop - start, -1)
         if mass is not None:
             mass[..., :visible] += probs.sum(dim=(2, 3))

@@ -22,12 +22,15 @@ now and at peak, from the tensors' actual sizes.
 
 from __future__ import annotations
 
+import copy
+import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from kvlab.models.spec import ModelSpec
+from kvlab.errors import KvlabError
+from kvlab.models.spec import KV_LAYER_TYPES, STATE_LAYER_TYPES, ModelSpec
 
 
 @dataclass
@@ -277,18 +280,37 @@ class KVLayer(CacheLayerMixin):
 
 
 class BudgetCache(Cache):
-    """A transformers ``Cache`` of :class:`KVLayer` s, one per decoder layer.
+    """A transformers ``Cache`` of :class:`KVLayer` s, one per decoder layer that keeps keys and values.
+
+    In hybrid models (Qwen3.5, Qwen3-Next, LFM2 ...) the linear-attention / convolution layers keep
+    transformers' own state layers, untouched by kvlab: the budget applies to the attention layers.
+    ``kv_layers`` lists ``(layer index, KVLayer)`` for those that hold keys and values.
 
     Args:
-        spec: the model's spec (number of layers and which are sliding-window layers).
+        spec: the model's spec (its layer types and which are sliding-window layers).
         reserve: slots to preallocate per layer on first use (budget + chunk, typically).
     """
 
     def __init__(self, spec: ModelSpec, reserve: int = 0):
         self.meter = KVMeter()
+        _check_layer_types(spec)
         windows = spec.sliding_windows or (None,) * spec.num_layers
-        super().__init__(layers=[KVLayer(w, reserve=reserve, meter=self.meter) for w in windows])
+        layers = [KVLayer(w, reserve=reserve, meter=self.meter) if spec.holds_kv(idx) else _state_layer(spec, idx)
+                  for idx, w in enumerate(windows)]
+        super().__init__(layers=layers)
         self.spec = spec
+
+    @property
+    def kv_layers(self) -> list[tuple[int, KVLayer]]:
+        """``(layer index, layer)`` for every layer that keeps keys and values."""
+        return [(idx, layer) for idx, layer in enumerate(self.layers) if isinstance(layer, KVLayer)]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens the sequence has had (read from an attention layer: state layers may not count them)."""
+        if not isinstance(self.layers[layer_idx], KVLayer):
+            kv = self.kv_layers
+            return kv[0][1].get_seq_length() if kv else 0
+        return self.layers[layer_idx].get_seq_length()
 
     @property
     def bytes_held(self) -> int:
@@ -300,11 +322,11 @@ class BudgetCache(Cache):
 
     @property
     def bytes_allocated(self) -> int:
-        return sum(layer.bytes_allocated for layer in self.layers)
+        return sum(layer.bytes_allocated for _, layer in self.kv_layers)
 
     def tokens_per_layer(self) -> list[float]:
-        """Mean valid tokens per KV head, for each layer."""
-        return [float(layer.tokens_held().float().mean()) if layer.length else 0.0 for layer in self.layers]
+        """Mean valid tokens per KV head, for each layer that keeps keys and values."""
+        return [float(layer.tokens_held().float().mean()) if layer.length else 0.0 for _, layer in self.kv_layers]
 
     def clone(self, spare: int | None = None) -> BudgetCache:
         """A deep copy (the original stays untouched when the copy is extended).
@@ -313,7 +335,39 @@ class BudgetCache(Cache):
         """
         other = BudgetCache.__new__(BudgetCache)
         other.meter = KVMeter()
-        Cache.__init__(other, layers=[layer.clone(other.meter, spare) for layer in self.layers])
+        layers = [layer.clone(other.meter, spare) if isinstance(layer, KVLayer) else None for layer in self.layers]
+        Cache.__init__(other, layers=layers)
         other.spec = self.spec
+        other.copy_states(self)
         other.meter.reset_peak()
         return other
+
+    def copy_states(self, other: BudgetCache) -> None:
+        """Take copies of ``other``'s linear-attention/state layers (hybrid models); KV layers stay."""
+        for idx, layer in enumerate(other.layers):
+            if not isinstance(layer, KVLayer):
+                self.layers[idx] = copy.deepcopy(layer)
+
+
+def _check_layer_types(spec: ModelSpec) -> None:
+    unknown = sorted({t for t in spec.layer_types if t not in KV_LAYER_TYPES + STATE_LAYER_TYPES})
+    if unknown:
+        raise KvlabError(
+            f"{spec.name} has layers of type {', '.join(unknown)}, which kvlab's budgeted cache does not hold "
+            f"(it holds {', '.join(KV_LAYER_TYPES)} layers and keeps linear-attention states as they are); "
+            "kvlab.apply() around the model's own generate() may still work"
+        )
+
+
+def _state_layer(spec: ModelSpec, layer_idx: int):
+    """transformers' own cache layer for a layer without keys and values (a recurrent or convolution
+    state, or nothing), built the way its DynamicCache builds it."""
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING
+
+    kind = spec.layer_types[layer_idx]
+    layer_class = DYNAMIC_LAYER_TYPE_MAPPING.get(kind)
+    if layer_class is None:
+        raise KvlabError(f"this transformers version has no cache layer for '{kind}' layers ({spec.name})")
+    params = inspect.signature(layer_class.__init__).parameters
+    return layer_class(number_of_states=spec.conv_states) if "number_of_states" in params \
+        else layer_class()

@@ -98,7 +98,7 @@ class StaticStep:
             # sequence): the step that brings the sequence to `seen` tokens keeps capacities(seen)
             table = [state.capacities(seen) for seen in range(start + 1, start + max_new_tokens + 1)]
             per_layer = torch.tensor(table, dtype=torch.long).T.contiguous() if table else None
-        for idx, layer in enumerate(cache.layers):
+        for idx, layer in cache.kv_layers:
             if self.evicts:
                 steps = per_layer[idx] if per_layer is not None else torch.tensor([layer.length])
                 state.decode_capacity[idx] = (steps.to(device), start + 1)
@@ -132,11 +132,12 @@ class StaticStep:
     def finish(self) -> None:
         """Meter the bytes held after static decoding (the step itself never syncs to count them), and
         bring the host-side token counters up to date (the step counts on the device only)."""
-        for layer in self.cache.layers:
+        layers = [layer for _, layer in self.cache.kv_layers]
+        for layer in layers:
             layer.seen = int(layer.seen_t)
         meter = self.cache.meter
-        held = sum(layer.valid_slots() * layer.slot_bytes for layer in self.cache.layers)
-        transient = sum(layer.slot_bytes for layer in self.cache.layers) if self.evicts else 0
+        held = sum(layer.valid_slots() * layer.slot_bytes for layer in layers)
+        transient = sum(layer.slot_bytes for layer in layers) if self.evicts else 0
         meter.add(held - meter.held)
         meter.peak = max(meter.peak, held + transient)
 
@@ -163,7 +164,7 @@ class GraphStep(StaticStep):
         # the cache bookkeeping: it wrote the token into the free slot (harmless, rewritten by the
         # first replay) and, for decode-time methods, evicted a slot and counted one more token.
         snapshot = [(lay._pos.clone(), lay.free.clone(), lay.seen_t.clone(), lay.seen,
-                     {n: t.clone() for n, t in lay._extras.items()}) for lay in self.cache.layers]
+                     {n: t.clone() for n, t in lay._extras.items()}) for _, lay in self.cache.kv_layers]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -176,7 +177,7 @@ class GraphStep(StaticStep):
         self._restore(snapshot)  # capture ran the Python side once (host counters)
 
     def _restore(self, snapshot) -> None:
-        for layer, (pos, free, seen_t, seen, extras) in zip(self.cache.layers, snapshot):
+        for (_, layer), (pos, free, seen_t, seen, extras) in zip(self.cache.kv_layers, snapshot):
             layer._pos.copy_(pos)
             layer.free.copy_(free)
             layer.seen_t.copy_(seen_t)
@@ -206,7 +207,19 @@ class CompiledStep(GraphStep):
 
 def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, state: Any,
               max_new_tokens: int):
-    mode = resolve_mode(mode, device, state.method)
+    asked, mode = mode, resolve_mode(mode, device, state.method)
+    if mode in ("graph", "compiled") and len(cache.kv_layers) < len(cache.layers):
+        # a captured or compiled step would have to snapshot transformers' linear-attention states too
+        if asked != "auto":
+            raise KvlabError(f"decode mode '{mode}' is not supported for hybrid models (layers with a "
+                             "linear-attention state); use 'static' or 'eager'")
+        mode = "static"
+    if mode != "eager" and (cache.spec.attention_chunk or hf_compat.has_attention_sinks(model)):
+        # static decode attention has no sink term and no chunk mask: such models decode on the dynamic cache
+        if asked != "auto":
+            raise KvlabError(f"decode mode '{mode}' does not support attention-sink logits (gpt-oss and "
+                             "others) or chunked attention (Llama 4); use 'eager'")
+        mode = "eager"
     if mode == "eager":
         return EagerStep(model, cache, device)
     if mode == "static":

@@ -88,9 +88,10 @@ class PrefillRecording:
 def shareable(method: Method, spec, context_tokens: int, chunk_size: int | None) -> bool:
     """Whether ``method``'s prefill of a ``context_tokens`` context can be replayed from a recording:
     one chunk, a method that does not change the forward (no sparse pattern; ``full`` qualifies, its
-    replay is a copy), and no sliding window that would already drop tokens inside the chunk."""
+    replay is a copy), and no sliding window or attention chunk that would already drop tokens inside it."""
     single_chunk = chunk_size is None or context_tokens <= chunk_size
     windows_hold = all(w is None or w >= context_tokens for w in (spec.sliding_windows or ()))
+    windows_hold = windows_hold and (spec.attention_chunk is None or context_tokens <= spec.attention_chunk)
     return single_chunk and windows_hold and type(method).prefill_pattern is Method.prefill_pattern
 
 
@@ -108,7 +109,7 @@ def record_prefill(loaded: LoadedModel, context_ids: Sequence[int], with_mass: b
         logits = _forward(loaded.model, context_ids, cache, loaded.device)[-1]
     _sync(loaded.device)
     seconds = time.perf_counter() - start
-    assert len(recorder.records) == len(cache.layers), "every layer records once per forward"
+    assert len(recorder.records) == len(cache.kv_layers), "every attention layer records once per forward"
     return PrefillRecording(loaded, list(context_ids), cache, list(recorder.records), logits, seconds, with_mass)
 
 
@@ -123,11 +124,12 @@ def compress_recorded(recording: PrefillRecording, method: str | Method, budget:
         raise KvlabError(f"{method.name} needs the attention mass; record the prefill with with_mass=True")
     spec = recording.loaded.spec
     cache = BudgetCache(spec)
+    cache.copy_states(recording.cache)  # the linear-attention states of hybrid models, as recorded
     state = State(method, budget, spec)
     state.cache, state.phase, state.prompt_tokens = cache, "context", n
     start = time.perf_counter()
     with torch.no_grad():
-        for idx, (source, rec) in enumerate(zip(recording.cache.layers, recording.layers)):
+        for (idx, source), rec in zip(recording.cache.kv_layers, recording.layers):
             layer = source.clone(cache.meter, spare=reserve_extra)  # the chunk lands in this layer ...
             cache.layers[idx] = layer
             mass = rec.key_mass if method.needs_attention_weights else None

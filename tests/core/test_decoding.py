@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from tinymodels import LargestAllocation, make_tiny, random_ids
+from tinymodels import LargestAllocation, kv_layers, make_tiny, random_ids
 from method_matrix import METHOD_CASES
 
 from kvlab.apply_method import apply
@@ -65,9 +65,9 @@ def test_compiled_decoding_matches_eager(arch, name):
     assert compiled.token_ids == eager.token_ids
     assert counters["stats"]["unique_graphs"] == 1  # no graph break, no recompile from step to step
     if not get_method(name).evicts_during_decode:  # capacity rounded up so other lengths reuse the code
-        assert all(layer.length % CAPACITY_MULTIPLE == 0 for layer in cache.layers)
+        assert all(layer.length % CAPACITY_MULTIPLE == 0 for layer in kv_layers(cache))
     # the cache is written in place: the generated code never allocates a K/V-sized buffer (a copy)
-    kv_shape = f"(({', '.join(map(str, cache.layers[0].keys.shape))})"
+    kv_shape = f"(({', '.join(map(str, kv_layers(cache)[0].keys.shape))})"
     allocations = [line for c in code for line in c.splitlines() if "empty_strided" in line and "= " in line]
     assert allocations, "no generated code captured"
     assert not [a for a in allocations if kv_shape in a], f"a {kv_shape[1:]} buffer: the step copies the cache"
@@ -76,7 +76,7 @@ def test_compiled_decoding_matches_eager(arch, name):
 def test_static_buffers_are_exactly_the_static_capacity(tiny_llama):
     """make_static leaves contiguous buffers of exactly the static capacity (what compiles in place)."""
     _, cache = run(tiny_llama, "full", "static")
-    for layer in cache.layers:
+    for layer in kv_layers(cache):
         assert layer._k.shape[2] == layer.length and layer.keys.is_contiguous() and layer.positions.is_contiguous()
 
 
@@ -84,8 +84,8 @@ def test_static_buffers_are_exactly_the_static_capacity(tiny_llama):
 def test_static_decoding_holds_the_budget(tiny_llama, name):
     out, cache = run(tiny_llama, name, "static", budget=30, new=24)
     assert out.stats.new_tokens == 24
-    assert [layer.valid_slots() for layer in cache.layers] == [30] * tiny_llama.spec.num_layers
-    assert all(layer.length == 31 for layer in cache.layers)  # the budget plus the free slot
+    assert [layer.valid_slots() for layer in kv_layers(cache)] == [30] * tiny_llama.spec.num_layers
+    assert all(layer.length == 31 for layer in kv_layers(cache))  # the budget plus the free slot
 
 
 def kept_positions(layer):
@@ -170,7 +170,7 @@ def test_static_decoding_with_a_split_value_reduction(tiny_llama, name, budget, 
     assert outs["static"].token_ids == outs["eager"].token_ids
     slots = budget + 1 if name == "h2o" else 701 + 3 + 12  # the budget and a free slot / all the tokens
     assert attention.split_capacity(slots) > slots
-    for layer in prefilled.cache.layers:
+    for layer in kv_layers(prefilled.cache):
         assert layer.length == attention.split_capacity(slots)
         assert attention.value_pieces(layer.length, layer.keys.device) >= 2
 
@@ -187,7 +187,7 @@ def test_static_step_never_copies_the_cache(tiny_llama, name, monkeypatch):
     with torch.no_grad(), apply(tiny_llama, name, 1300) as state:
         state.cache, state.phase, state.prompt_tokens = prefilled.cache, "append", 1500
         step = make_step("static", tiny_llama.model, prefilled.cache, tiny_llama.device, state, 8)
-        layers = prefilled.cache.layers
+        layers = kv_layers(prefilled.cache)
         buffers = [t for layer in layers for t in (layer.keys, layer.values, layer.positions, *layer.extras.values())]
         step(5)  # the first step may set things up
         with LargestAllocation(*buffers, *tiny_llama.model.parameters()) as seen:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tinymodels import random_ids
+from tinymodels import kv_layers, random_ids
 
 from kvlab.engine import check_fits, continue_generation, generate, prefill_context, token_logprobs
 from kvlab.errors import KvlabError, PromptTooLongError
@@ -57,13 +57,13 @@ def test_text_assembler_cuts_at_stop_and_holds_back_prefixes():
 def test_reused_context_is_left_intact(tiny_llama):
     prefilled = prefill_context(tiny_llama, random_ids(80, seed=24), "snapkv", 30, None)
     held = prefilled.cache.bytes_held
-    lengths = [layer.length for layer in prefilled.cache.layers]
+    lengths = [layer.length for layer in kv_layers(prefilled.cache)]
     params = SamplingParams(max_new_tokens=6)
     first = continue_generation(prefilled, random_ids(5, seed=25), params, copy=True)
     second = continue_generation(prefilled, random_ids(5, seed=25), params, copy=True)
     other = continue_generation(prefilled, random_ids(5, seed=26), params, copy=True)
     assert first.token_ids == second.token_ids and first.token_ids != other.token_ids
-    assert prefilled.cache.bytes_held == held and [lay.length for lay in prefilled.cache.layers] == lengths
+    assert prefilled.cache.bytes_held == held and [lay.length for lay in kv_layers(prefilled.cache)] == lengths
     fresh = prefill_context(tiny_llama, random_ids(80, seed=24), "snapkv", 30, None)
     assert continue_generation(fresh, random_ids(5, seed=25), params).token_ids == first.token_ids
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tinymodels import random_ids
+from tinymodels import kv_layers, random_ids
 from method_matrix import METHOD_CASES
 
 from kvlab.engine import continue_generation, prefill_context
@@ -37,7 +37,8 @@ def expected_held(lm, m, budget: int, n: int) -> list[int]:
     """Tokens per KV head each layer should hold after prefilling ``n`` tokens under ``budget``."""
     layers = lm.spec.num_layers
     caps = m.layer_capacities(min(budget, n), lm.spec, n) if m.compresses else [n] * layers
-    return [min(cap, n if w is None else min(n, w - 1)) for cap, w in zip(caps, lm.spec.sliding_windows)]
+    windows = lm.spec.sliding_windows
+    return [min(caps[idx], n if windows[idx] is None else min(n, windows[idx] - 1)) for idx in lm.spec.kv_layers]
 
 
 @pytest.mark.parametrize("name", compressing())
@@ -46,18 +47,18 @@ def test_cache_length_equals_the_budget(tiny, name, chunk):
     m = method(name)
     prefilled = prefill_context(tiny, random_ids(90), m, 40, chunk)
     cache = prefilled.cache
-    held = [float(layer.tokens_held().float().mean()) for layer in cache.layers]
+    held = [float(layer.tokens_held().float().mean()) for layer in kv_layers(cache)]
     assert held == [float(x) for x in expected_held(tiny, m, 40, 90)]
-    assert cache.bytes_held == sum(layer.length * layer.slot_bytes for layer in cache.layers)
+    assert cache.bytes_held == sum(layer.length * layer.slot_bytes for layer in kv_layers(cache))
     if m.layer_capacities(40, tiny.spec, 90) == [40] * tiny.spec.num_layers and name != "adakv":
-        assert all(layer.length == h for layer, h in zip(cache.layers, held))
+        assert all(layer.length == h for layer, h in zip(kv_layers(cache), held))
 
 
 @pytest.mark.parametrize("name", compressing())
 def test_peak_is_bounded_by_budget_plus_one_chunk(tiny_llama, name):
     m = method(name)
     prefilled = prefill_context(tiny_llama, random_ids(200), m, 40, 25)
-    slot = prefilled.cache.layers[0].slot_bytes
+    slot = kv_layers(prefilled.cache)[0].slot_bytes
     layers = tiny_llama.spec.num_layers
     caps = m.layer_capacities(40, tiny_llama.spec, 200)
     pad = 3 if name == "adakv" else 1  # AdaKV pads heads to the longest one
@@ -95,7 +96,7 @@ def test_decode_time_methods_stay_at_budget_every_step(tiny, name):
     seen = []
 
     def check() -> bool:  # polled once per decoding step, after that step's eviction
-        held = [int(layer.tokens_held().max()) for layer in prefilled.cache.layers]
+        held = [int(layer.tokens_held().max()) for layer in kv_layers(prefilled.cache)]
         seen.append(held)
         return False
 
@@ -108,9 +109,9 @@ def test_decode_time_methods_stay_at_budget_every_step(tiny, name):
 def test_prefill_methods_append_question_and_generated_tokens(tiny_llama, name):
     m = method(name)
     prefilled = prefill_context(tiny_llama, random_ids(60), m, 30, None)
-    before = [int(layer.tokens_held().max()) for layer in prefilled.cache.layers]
+    before = [int(layer.tokens_held().max()) for layer in kv_layers(prefilled.cache)]
     continue_generation(prefilled, random_ids(5, seed=5), SamplingParams(max_new_tokens=4))
-    after = [int(layer.tokens_held().max()) for layer in prefilled.cache.layers]
+    after = [int(layer.tokens_held().max()) for layer in kv_layers(prefilled.cache)]
     assert after == [b + 5 + 3 for b in before]  # the 4th token is sampled but never fed back
 
 
@@ -118,7 +119,7 @@ def test_knorm_keeps_the_lowest_norm_keys(tiny_llama):
     ids = random_ids(80, seed=6)
     full = prefill_context(tiny_llama, ids, "full", None, None).cache
     kept = prefill_context(tiny_llama, ids, "knorm", 20, None).cache
-    for full_layer, layer in zip(full.layers, kept.layers):
+    for full_layer, layer in zip(kv_layers(full), kv_layers(kept)):
         norms = full_layer.keys.norm(dim=-1)  # (1, Hkv, 80)
         expected = (-norms).topk(20, dim=-1).indices.sort(-1).values
         assert torch.equal(layer.positions, expected)
@@ -127,7 +128,7 @@ def test_knorm_keeps_the_lowest_norm_keys(tiny_llama):
 def test_streaming_llm_keeps_sinks_and_recent_tokens(tiny_llama):
     prefilled = prefill_context(tiny_llama, random_ids(80), "streaming_llm", 20, 16)
     expected = list(range(4)) + list(range(64, 80))
-    for layer in prefilled.cache.layers:
+    for layer in kv_layers(prefilled.cache):
         assert layer.positions[0, 0].tolist() == expected and layer.positions[0, 1].tolist() == expected
 
 
@@ -145,14 +146,14 @@ def test_pyramid_budgets_shrink_with_depth_and_average_the_budget(tiny_llama):
 
 def test_tova_keeps_the_same_tokens_in_every_head(tiny_llama):
     prefilled = prefill_context(tiny_llama, random_ids(50), "tova", 20, None)
-    for layer in prefilled.cache.layers:
+    for layer in kv_layers(prefilled.cache):
         assert torch.equal(layer.positions[0, 0], layer.positions[0, 1])
         assert int(layer.positions.max()) == 49  # the newest token is protected
 
 
 def test_adakv_spends_the_layer_budget_across_heads(tiny_llama):
     prefilled = prefill_context(tiny_llama, random_ids(100, seed=7), "adakv", 20, None)
-    for layer in prefilled.cache.layers:
+    for layer in kv_layers(prefilled.cache):
         per_head = layer.tokens_held()[0]
         assert int(per_head.sum()) == 2 * 20  # kv_heads x budget
         assert int(per_head.min()) >= int(20 * 0.2)  # the safeguard
@@ -162,6 +163,6 @@ def test_adakv_spends_the_layer_budget_across_heads(tiny_llama):
 @pytest.mark.parametrize("name", [n for n in METHOD_CASES if method(n).kind == "sparse_prefill"])
 def test_sparse_prefill_methods_keep_the_whole_cache(tiny_llama, name):
     prefilled = prefill_context(tiny_llama, random_ids(90, seed=8), method(name), 20, 32)
-    assert [int(layer.tokens_held().min()) for layer in prefilled.cache.layers] == [90] * 3
+    assert [int(layer.tokens_held().min()) for layer in kv_layers(prefilled.cache)] == [90] * 3
     out = continue_generation(prefilled, random_ids(3, seed=9), SamplingParams(max_new_tokens=4))
     assert out.stats.kv_bytes == out.stats.full_kv_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from method_matrix import METHOD_CASES
-from tinymodels import make_tiny, random_ids
+from tinymodels import kv_layers, make_tiny, random_ids
 
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError
@@ -16,7 +16,7 @@ from kvlab.shared_prefill import PrefillMemo, compress_recorded, record_prefill,
 N = 120
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3", "qwen3_next"])
 def lm(request):
     return make_tiny(request.param)
 
@@ -47,7 +47,7 @@ def test_replay_equals_direct_prefill(lm, name, budget):
     assert replayed.cache.bytes_held == direct.cache.bytes_held
     assert replayed.cache.peak_bytes == direct.cache.peak_bytes
     torch.testing.assert_close(replayed.last_logits, direct.last_logits, atol=0, rtol=0)
-    for a, b in zip(direct.cache.layers, replayed.cache.layers):
+    for a, b in zip(kv_layers(direct.cache), kv_layers(replayed.cache)):
         assert torch.equal(a.positions, b.positions)
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
         assert a.extras.keys() == b.extras.keys()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tinymodels import random_ids
+from tinymodels import kv_layers, random_ids
 
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError
@@ -37,12 +37,12 @@ def test_runs_keeps_the_full_cache_and_is_really_sparse(tiny, name):
     ids = random_ids(100, seed=11)
     full = prefill_context(tiny, ids, "full", None, None)
     got = prefill_context(tiny, ids, method(name), None, 32)
-    for mine, ref in zip(got.cache.layers, full.cache.layers):
+    for mine, ref in zip(kv_layers(got.cache), kv_layers(full.cache)):
         assert torch.equal(mine.positions, ref.positions)  # nothing evicted beyond the sliding window
     assert got.cache.bytes_held == full.cache.bytes_held
     out = continue_generation(got, random_ids(3, seed=12), SamplingParams(max_new_tokens=5))
-    full_attention_layers = sum(w is None for w in tiny.spec.sliding_windows)
-    grown = 3 * got.cache.layers[0].slot_bytes * full_attention_layers  # the suffix, kept whole
+    full_attention_layers = sum(tiny.spec.sliding_windows[idx] is None for idx in tiny.spec.kv_layers)
+    grown = 3 * kv_layers(got.cache)[0].slot_bytes * full_attention_layers  # the suffix, kept whole
     assert out.stats.new_tokens == 5 and out.stats.kv_bytes == full.cache.bytes_held + grown
     if all(w is None for w in tiny.spec.sliding_windows):  # full-attention layers see the pattern
         assert (got.last_logits - full.last_logits).abs().max() > 1e-3

@@ -210,8 +210,9 @@ class _Clock:
 
 
 def _cache_bytes(cache) -> int:
-    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
-               if t is not None)
+    """Key/value bytes a cache (kvlab's or transformers') holds; linear-attention state layers hold none."""
+    tensors = (getattr(layer, name, None) for layer in cache.layers for name in ("keys", "values"))
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def _greedy_loop(model, cache, first: torch.Tensor, start: int, steps: int, device) -> list[float]:

@@ -32,7 +32,15 @@ class PyramidKV(SnapKV):
     beta: int = 20
 
     def layer_capacities(self, kept: int, spec: ModelSpec, prompt_tokens: int | None = None) -> list[int]:
-        layers, w = spec.num_layers, self.window_size
+        """The pyramid runs over the layers that keep keys and values (in hybrid models, the attention
+        layers between linear-attention ones, which keep ``kept`` nominally and hold nothing)."""
+        capacities = [kept] * spec.num_layers
+        for idx, cap in zip(spec.kv_layers, self._pyramid(kept, len(spec.kv_layers), prompt_tokens)):
+            capacities[idx] = cap
+        return capacities
+
+    def _pyramid(self, kept: int, layers: int, prompt_tokens: int | None) -> list[int]:
+        w = self.window_size
         prefix = kept - w
         if layers == 1 or prefix <= 0:
             return [kept] * layers

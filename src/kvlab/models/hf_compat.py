@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from kvlab.errors import KvlabError
 
 ATTN_NAME = "kvlab"
@@ -25,14 +27,30 @@ def attention_configs(model: Any) -> dict[int, Any]:
     """The config objects the model's attention modules read ``_attn_implementation`` from."""
     configs = {}
     for module in model.modules():
-        if hasattr(module, "layer_idx") and hasattr(module, "config") and hasattr(module, "head_dim"):
+        if hasattr(module, "layer_idx") and hasattr(module, "kv_lora_rank"):
+            raise KvlabError(
+                f"{type(model).__name__} uses multi-head latent attention (DeepSeek-V2/V3, MiniCPM3), whose "
+                "cached keys and values differ in head size; kvlab's cache and kernels do not handle it yet"
+            )
+        # the head size is ``head_dim`` in most architectures, ``head_size`` in GPT-NeoX (Pythia)
+        is_attention = hasattr(module, "head_dim") or hasattr(module, "head_size")
+        if is_attention and hasattr(module, "layer_idx") and hasattr(module, "config"):
             configs[id(module.config)] = module.config
     if not configs:
         raise KvlabError(
             f"{type(model).__name__} has no attention modules kvlab recognises (modules with layer_idx, "
-            "head_dim and config); kvlab supports Hugging Face decoder-only causal LMs"
+            "head_dim and config that call transformers' attention interface); kvlab supports Hugging Face "
+            "decoder-only causal LMs whose attention goes through that interface (BLOOM, MPT, GPT-Neo and "
+            "XGLM, for instance, compute attention inline)"
         )
     return configs
+
+
+def has_attention_sinks(model: Any) -> bool:
+    """Whether the model's attention modules carry learned attention-sink logits (``sinks``, passed to
+    the attention function as ``s_aux``: gpt-oss, Granite-SWA, MiMo-V2-Flash ...)."""
+    return any(hasattr(m, "layer_idx") and isinstance(getattr(m, "sinks", None), torch.Tensor)
+               for m in model.modules())
 
 
 def lookup(config: Any) -> Any | None:

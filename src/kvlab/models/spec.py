@@ -9,6 +9,12 @@ import torch
 
 from kvlab.errors import KvlabError
 
+# transformers' names for the kinds of decoder layer (``config.layer_types``, the cache's layer classes)
+KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+# layers that hold no keys and values: a recurrent/convolution state (hybrid models such as Qwen3.5,
+# Qwen3-Next, LFM2) or nothing (MoE/MLP-only layers)
+STATE_LAYER_TYPES = ("linear_attention", "conv", "mamba", "dummy", "moe", "mlp")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -22,6 +28,10 @@ class ModelSpec:
         max_positions: the trained context window (``max_position_embeddings``).
         rope: the ``rope_parameters`` dict (``rope_type``, ``rope_theta``, scaling fields) or {}.
         sliding_windows: per layer, the sliding-window size or None for full attention.
+        layer_types: per layer, transformers' layer type (``full_attention``, ``sliding_attention``,
+            ``chunked_attention``, ``linear_attention`` ...); all attention layers when empty.
+        attention_chunk: the chunk of ``chunked_attention`` layers (Llama 4), else None.
+        conv_states: states per linear-attention layer (transformers' ``number_of_conv_states``).
     """
 
     name: str
@@ -34,6 +44,9 @@ class ModelSpec:
     max_positions: int
     rope: dict[str, Any] = field(default_factory=dict)
     sliding_windows: tuple[int | None, ...] = ()
+    layer_types: tuple[str, ...] = ()
+    attention_chunk: int | None = None
+    conv_states: int = 1
 
     @classmethod
     def from_config(cls, config: Any, dtype: torch.dtype | None = None, name: str | None = None) -> ModelSpec:
@@ -46,13 +59,22 @@ class ModelSpec:
                 f"model type '{getattr(config, 'model_type', '?')}' is not a decoder with standard attention "
                 f"(config has no {exc.name}); kvlab supports Hugging Face causal LMs with multi-head attention"
             ) from None
-        num_kv_heads = int(getattr(config, "num_key_value_heads", None) or num_heads)
-        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // num_heads)
+        try:
+            num_kv_heads = int(getattr(config, "num_key_value_heads", None) or num_heads)
+            head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // num_heads)
+        except (AttributeError, RuntimeError) as exc:  # transformers: "a per-layer attribute" (Gemma 4)
+            raise KvlabError(
+                f"model type '{config.model_type}' has layers of different attention shapes "
+                f"({str(exc).split('. ')[0]}); kvlab needs "
+                "the same head_dim and number of KV heads on every layer"
+            ) from None
         if dtype is None:
             dtype = getattr(config, "dtype", None) or torch.float32
             if isinstance(dtype, str):
                 dtype = getattr(torch, dtype)
         max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        layer_types = tuple(getattr(config, "layer_types", None) or ())[:num_layers]
+        chunk = getattr(config, "attention_chunk_size", None) if "chunked_attention" in layer_types else None
         rope = dict(getattr(config, "rope_parameters", None) or {})
         return cls(
             name=name or getattr(config, "_name_or_path", "") or config.model_type,
@@ -65,6 +87,9 @@ class ModelSpec:
             max_positions=max_positions,
             rope=rope,
             sliding_windows=tuple(_sliding_windows(config, num_layers)),
+            layer_types=layer_types,
+            attention_chunk=int(chunk) if chunk else None,
+            conv_states=int(getattr(config, "number_of_conv_states", 1) or 1),
         )
 
     @property
@@ -76,18 +101,26 @@ class ModelSpec:
         """Bytes one token's keys and values take in one layer: 2 * kv_heads * head_dim * dtype bytes."""
         return 2 * self.num_kv_heads * self.head_dim * self.dtype_bytes
 
+    def holds_kv(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` keeps keys and values (not a linear-attention/state or MLP layer)."""
+        return not self.layer_types or self.layer_types[layer_idx] not in STATE_LAYER_TYPES
+
+    @property
+    def kv_layers(self) -> tuple[int, ...]:
+        """The indices of the layers that keep keys and values (all of them but in hybrid models)."""
+        return tuple(idx for idx in range(self.num_layers) if self.holds_kv(idx))
+
     @property
     def kv_bytes_per_token(self) -> int:
-        """Bytes one token takes across all layers (the full-cache cost of a token)."""
-        return self.num_layers * self.kv_bytes_per_token_per_layer
+        """Bytes one token takes across all KV layers (the full-cache cost of a token)."""
+        return len(self.kv_layers) * self.kv_bytes_per_token_per_layer
 
     def full_cache_bytes(self, num_tokens: int) -> int:
         """What an uncompressed cache holds for ``num_tokens`` tokens (sliding layers hold their window)."""
         per_layer = self.kv_bytes_per_token_per_layer
-        total = 0
-        for window in self.sliding_windows or (None,) * self.num_layers:
-            total += per_layer * (num_tokens if window is None else min(num_tokens, window))
-        return total
+        windows = self.sliding_windows or (None,) * self.num_layers
+        return sum(per_layer * (num_tokens if windows[idx] is None else min(num_tokens, windows[idx]))
+                   for idx in self.kv_layers)
 
     @property
     def gqa_group(self) -> int:
