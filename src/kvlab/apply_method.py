@@ -190,8 +190,7 @@ class State:
 
     def _chunk(self, layer_idx: int) -> int | None:
         """The attention chunk of a chunked-attention layer (Llama 4), else None."""
-        chunked = self.spec.attention_chunk and self.spec.layer_types[layer_idx] == "chunked_attention"
-        return self.spec.attention_chunk if chunked else None
+        return self.spec.attention_chunk if self.spec.is_chunked(layer_idx) else None
 
     def _layer(self, layer_idx: int, key, value, q_len: int, window: int | None):
         if self.cache is not None:

@@ -1,7 +1,7 @@
 """Architectures beyond the plain decoder: hybrid models (linear-attention layers between attention
-layers), chunked attention (Llama 4), attention-sink logits (gpt-oss), and what is refused:
-per-layer attention shapes (Gemma 4), latent attention (DeepSeek), layer kinds the budgeted cache
-cannot hold. GPT-NeoX and Qwen3-Next also run the whole method matrix (``tiny``)."""
+layers), chunked attention (Llama 4), attention-sink logits (gpt-oss), per-layer attention shapes
+(Gemma 4), and what is refused: layers sharing keys and values, latent attention (DeepSeek), layer
+kinds the budgeted cache cannot hold. GPT-NeoX and Qwen3-Next also run the whole method matrix (``tiny``)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def plain_generate(lm, ids, new):
 def test_hybrid_budget_counts_only_the_attention_layers(hybrid):
     spec = hybrid.spec
     assert spec.kv_layers == (1, 3)
-    assert spec.kv_bytes_per_token == 2 * spec.kv_bytes_per_token_per_layer
-    assert spec.full_cache_bytes(100) == 200 * spec.kv_bytes_per_token_per_layer
+    assert spec.kv_bytes_per_token == 2 * spec.layer_kv_bytes(1) == 2 * (2 * 2 * 16 * 4)
+    assert spec.full_cache_bytes(100) == 200 * spec.layer_kv_bytes(1)
     # a bytes budget buys tokens in the two attention layers, not in four
     assert Budget.parse(f"{20 * spec.kv_bytes_per_token}B").resolve(spec, 100) == 20
 
@@ -93,6 +93,7 @@ def chunked():
 def test_chunked_attention_matches_the_model_across_chunks(chunked):
     spec = chunked.spec
     assert spec.attention_chunk == 16
+    assert spec.full_cache_bytes(45) == (16 + 16 + 45) * spec.layer_kv_bytes(0)
     assert spec.layer_types == ("chunked_attention", "chunked_attention", "full_attention")
     ids = random_ids(45, seed=24)  # three attention chunks, the last one partial
     expected = plain_generate(chunked, ids, 8)
@@ -120,11 +121,29 @@ def test_chunked_attention_under_a_budget_and_what_it_refuses(chunked):
                         None, None)
 
 
-def test_per_layer_attention_shapes_are_refused():
+def test_per_layer_attention_shapes(hybrid):
+    from transformers import AutoModelForCausalLM, Gemma4TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma4TextConfig(**TINY, head_dim=16, global_head_dim=32, sliding_window=24)  # last layer global
+    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-gemma4")
+    assert (spec.num_kv_heads, spec.head_dim) == (2, 16) and spec.head_dim_of(2) == 32
+    assert spec.kv_bytes_per_token == 2 * 2 * (16 + 16 + 32) * 4
+    lm = LoadedModel(model=AutoModelForCausalLM.from_config(config).eval(), tokenizer=None, spec=spec,
+                     name="tiny-gemma4", source="test")
+    ids = random_ids(40, seed=29)
+    expected = plain_generate(lm, ids, 6)
+    prefilled = prefill_context(lm, ids, "snapkv", 64, 16)
+    assert [layer.slot_bytes for layer in kv_layers(prefilled.cache)] == [spec.layer_kv_bytes(i) for i in range(3)]
+    assert continue_generation(prefilled, [], SamplingParams(max_new_tokens=6)).token_ids == expected
+    assert not hybrid.spec.layer_shapes  # uniform models keep the scalar geometry
+
+
+def test_layers_sharing_keys_and_values_are_refused():
     from transformers import Gemma4TextConfig
 
-    config = Gemma4TextConfig(**TINY, head_dim=16, global_head_dim=32, sliding_window=24)
-    with pytest.raises(KvlabError, match="different attention shapes.*same head_dim"):
+    config = Gemma4TextConfig(**TINY, head_dim=16, global_head_dim=32, sliding_window=24, num_kv_shared_layers=1)
+    with pytest.raises(KvlabError, match="shares keys and values between layers"):
         ModelSpec.from_config(config)
 
 

@@ -32,6 +32,19 @@ def test_local_directory_round_trip(tmp_path, embedded):
         torch.testing.assert_close(loaded.model(ids).logits, lm.model(ids).logits)
 
 
+def test_architectures_without_sdpa_load_with_eager_attention(tmp_path, embedded):
+    from tinymodels import TINY
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    config = Gemma2Config(**{**TINY, "vocab_size": len(embedded.tokenizer)}, head_dim=16)
+    with pytest.raises(ValueError, match="scaled_dot_product_attention"):  # what transformers does
+        AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    AutoModelForCausalLM.from_config(config, attn_implementation="eager").save_pretrained(tmp_path)
+    embedded.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.model.config._attn_implementation == "eager"
+
+
 def test_pickled_weights_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(tiny_config("llama").to_json_string())
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")

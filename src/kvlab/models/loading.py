@@ -80,7 +80,7 @@ def load_model(
     if isinstance(dtype, str):
         dtype = _parse_dtype(dtype)
     dtype = dtype or default_dtype(device)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     common: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False, "attn_implementation": "sdpa"}
     if device_map:
@@ -88,7 +88,7 @@ def load_model(
     tokenizer = None
     if name.lower() in DEFAULT_ALIASES:
         path = embedded_model_dir()
-        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **common)
+        model = _model_from_pretrained(str(path), use_safetensors=True, **common)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         label, source = EMBEDDED_NAME, f"embedded:{path}"
     elif name.startswith("random:"):
@@ -104,6 +104,20 @@ def load_model(
     model.eval()
     spec = ModelSpec.from_config(model.config, dtype=dtype, name=label)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, name=label, source=source)
+
+
+def _model_from_pretrained(*args: Any, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with SDPA attention, or eager attention where the
+    architecture has no SDPA path (Gemma 2, gpt-oss): under ``kvlab.apply()`` kvlab's own attention
+    replaces either; the model's own runs only in plain baselines."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(*args, **kwargs)
+    except ValueError as exc:
+        if "scaled_dot_product_attention" not in str(exc):
+            raise
+        return AutoModelForCausalLM.from_pretrained(*args, **{**kwargs, "attn_implementation": "eager"})
 
 
 def load_config(name: str = "default") -> Any | None:
@@ -125,12 +139,12 @@ def load_config(name: str = "default") -> Any | None:
 
 
 def _load_local(path: Path, common: dict[str, Any]):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise KvlabError(f"'{path}' is a file but not a .gguf; pass a GGUF file or a HF model directory")
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **common)
+        model = _model_from_pretrained(str(path.parent), gguf_file=path.name, **common)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         return model, tokenizer, path.stem, f"gguf:{path}"
     if not (path / "config.json").is_file():
@@ -140,18 +154,18 @@ def _load_local(path: Path, common: dict[str, Any]):
             f"'{path}' has no .safetensors weights; kvlab does not load pickled weights. "
             "Convert them with transformers' save_pretrained(safe_serialization=True)"
         )
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True, **common)
+    model = _model_from_pretrained(str(path), local_files_only=True, use_safetensors=True, **common)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     return model, tokenizer, path.name, f"dir:{path}"
 
 
 def _load_hub_cached(name: str, common: dict[str, Any]):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if "/" not in name:
         raise UnknownNameError("model", name, [*DEFAULT_ALIASES, *(f"random:{s}" for s in shapes.names())])
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=True, use_safetensors=True, **common)
+        model = _model_from_pretrained(name, local_files_only=True, use_safetensors=True, **common)
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
     except OSError:
         raise KvlabError(

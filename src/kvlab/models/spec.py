@@ -23,7 +23,7 @@ class ModelSpec:
     Attributes:
         name: a label for reports (model id or path).
         model_type: the HF ``model_type`` (``llama``, ``qwen2`` ...).
-        num_layers, num_heads, num_kv_heads, head_dim: attention geometry.
+        num_layers, num_heads, num_kv_heads, head_dim: attention geometry (of most layers where it varies).
         dtype: the dtype the KV cache is stored in (the model's compute dtype).
         max_positions: the trained context window (``max_position_embeddings``).
         rope: the ``rope_parameters`` dict (``rope_type``, ``rope_theta``, scaling fields) or {}.
@@ -32,6 +32,8 @@ class ModelSpec:
             ``chunked_attention``, ``linear_attention`` ...); all attention layers when empty.
         attention_chunk: the chunk of ``chunked_attention`` layers (Llama 4), else None.
         conv_states: states per linear-attention layer (transformers' ``number_of_conv_states``).
+        layer_shapes: per layer ``(kv_heads, head_dim)`` where layers differ (Gemma 4's global layers),
+            else empty.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ModelSpec:
     layer_types: tuple[str, ...] = ()
     attention_chunk: int | None = None
     conv_states: int = 1
+    layer_shapes: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_config(cls, config: Any, dtype: torch.dtype | None = None, name: str | None = None) -> ModelSpec:
@@ -59,15 +62,13 @@ class ModelSpec:
                 f"model type '{getattr(config, 'model_type', '?')}' is not a decoder with standard attention "
                 f"(config has no {exc.name}); kvlab supports Hugging Face causal LMs with multi-head attention"
             ) from None
-        try:
-            num_kv_heads = int(getattr(config, "num_key_value_heads", None) or num_heads)
-            head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // num_heads)
-        except (AttributeError, RuntimeError) as exc:  # transformers: "a per-layer attribute" (Gemma 4)
+        if getattr(config, "num_kv_shared_layers", 0):
             raise KvlabError(
-                f"model type '{config.model_type}' has layers of different attention shapes "
-                f"({str(exc).split('. ')[0]}); kvlab needs "
-                "the same head_dim and number of KV heads on every layer"
-            ) from None
+                f"model type '{config.model_type}' shares keys and values between layers "
+                f"(num_kv_shared_layers={config.num_kv_shared_layers}), which kvlab's cache does not support yet"
+            )
+        shapes = _attention_shapes(config, num_layers, num_heads)
+        num_kv_heads, head_dim = max(set(shapes), key=shapes.count)
         if dtype is None:
             dtype = getattr(config, "dtype", None) or torch.float32
             if isinstance(dtype, str):
@@ -90,16 +91,25 @@ class ModelSpec:
             layer_types=layer_types,
             attention_chunk=int(chunk) if chunk else None,
             conv_states=int(getattr(config, "number_of_conv_states", 1) or 1),
+            layer_shapes=tuple(shapes) if len(set(shapes)) > 1 else (),
         )
 
     @property
     def dtype_bytes(self) -> int:
         return torch.empty((), dtype=self.dtype).element_size()
 
-    @property
-    def kv_bytes_per_token_per_layer(self) -> int:
-        """Bytes one token's keys and values take in one layer: 2 * kv_heads * head_dim * dtype bytes."""
-        return 2 * self.num_kv_heads * self.head_dim * self.dtype_bytes
+    def is_chunked(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` is a chunked-attention layer (Llama 4): see ``attention_chunk``."""
+        return bool(self.attention_chunk) and self.layer_types[layer_idx] == "chunked_attention"
+
+    def head_dim_of(self, layer_idx: int) -> int:
+        """The head size of layer ``layer_idx``."""
+        return self.layer_shapes[layer_idx][1] if self.layer_shapes else self.head_dim
+
+    def layer_kv_bytes(self, layer_idx: int) -> int:
+        """Bytes one token's keys and values take in layer ``layer_idx``: 2 * kv_heads * head_dim * dtype bytes."""
+        kv_heads, head_dim = self.layer_shapes[layer_idx] if self.layer_shapes else (self.num_kv_heads, self.head_dim)
+        return 2 * kv_heads * head_dim * self.dtype_bytes
 
     def holds_kv(self, layer_idx: int) -> bool:
         """Whether layer ``layer_idx`` keeps keys and values (not a linear-attention/state or MLP layer)."""
@@ -113,18 +123,38 @@ class ModelSpec:
     @property
     def kv_bytes_per_token(self) -> int:
         """Bytes one token takes across all KV layers (the full-cache cost of a token)."""
-        return len(self.kv_layers) * self.kv_bytes_per_token_per_layer
+        return sum(self.layer_kv_bytes(idx) for idx in self.kv_layers)
 
     def full_cache_bytes(self, num_tokens: int) -> int:
-        """What an uncompressed cache holds for ``num_tokens`` tokens (sliding layers hold their window)."""
-        per_layer = self.kv_bytes_per_token_per_layer
+        """What an uncompressed cache holds for ``num_tokens`` tokens (sliding layers hold their window,
+        chunked-attention layers at most one chunk)."""
         windows = self.sliding_windows or (None,) * self.num_layers
-        return sum(per_layer * (num_tokens if windows[idx] is None else min(num_tokens, windows[idx]))
-                   for idx in self.kv_layers)
+        total = 0
+        for idx in self.kv_layers:
+            limit = self.attention_chunk if self.is_chunked(idx) else windows[idx]
+            total += self.layer_kv_bytes(idx) * (num_tokens if limit is None else min(num_tokens, limit))
+        return total
 
     @property
     def gqa_group(self) -> int:
         return self.num_heads // self.num_kv_heads
+
+
+def _attention_shapes(config: Any, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
+    """``(kv_heads, head_dim)`` of every layer, from the config or, where those attributes vary per
+    layer (transformers' heterogeneous configs, Gemma 4), from ``config.per_layer_config``."""
+
+    def shape(layer_config: Any) -> tuple[int, int]:
+        kv_heads = getattr(layer_config, "num_key_value_heads", None) or num_heads
+        return int(kv_heads), int(getattr(layer_config, "head_dim", None) or config.hidden_size // num_heads)
+
+    try:
+        return [shape(config)] * num_layers
+    except (AttributeError, RuntimeError):  # transformers: "a per-layer attribute"
+        layer_configs = getattr(config, "per_layer_config", None)
+        if layer_configs is None:
+            raise
+        return [shape(layer_config) for layer_config in list(layer_configs)[:num_layers]]
 
 
 def _sliding_windows(config: Any, num_layers: int) -> list[int | None]:

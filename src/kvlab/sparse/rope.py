@@ -41,7 +41,8 @@ def inv_freq(spec: ModelSpec, layer_idx: int, device: torch.device | str = "cpu"
         raise KvlabError(f"{spec.name} declares no rotary embedding (rope_parameters); a RoPE model is needed")
     kind = rope.get("rope_type", rope.get("type", "default"))
     theta = float(rope.get("rope_theta", 10000.0))
-    dim = int(spec.head_dim * float(rope.get("partial_rotary_factor", 1.0)))
+    head_dim = spec.head_dim_of(layer_idx)
+    dim = int(head_dim * float(rope.get("partial_rotary_factor", 1.0)))
     if kind in ("default", "dynamic"):
         exponent = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
         return (1.0 / theta**exponent).to(device)
@@ -52,8 +53,8 @@ def inv_freq(spec: ModelSpec, layer_idx: int, device: torch.device | str = "cpu"
         raise KvlabError(f"RoPE type '{kind}' of {spec.name} is not supported for re-rotation")
     config = PretrainedConfig()
     config.rope_parameters = rope
-    config.head_dim = spec.head_dim
-    config.hidden_size = spec.head_dim * spec.num_heads
+    config.head_dim = head_dim
+    config.hidden_size = head_dim * spec.num_heads
     config.num_attention_heads = spec.num_heads
     config.max_position_embeddings = spec.max_positions
     try:
