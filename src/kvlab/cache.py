@@ -23,14 +23,12 @@ now and at peak, from the tensors' actual sizes.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from kvlab.errors import KvlabError
-from kvlab.models.spec import KV_LAYER_TYPES, STATE_LAYER_TYPES, ModelSpec
+from kvlab.models.spec import ModelSpec
 
 
 @dataclass
@@ -53,6 +51,7 @@ class KVLayer(CacheLayerMixin):
 
     is_compileable = False
     is_croppable = False
+    kv_only = True  # no linear-attention state beside the keys and values (see kvlab.hybrid_layers)
 
     def __init__(self, sliding_window: int | None = None, reserve: int = 0, meter: KVMeter | None = None):
         super().__init__()
@@ -230,7 +229,8 @@ class KVLayer(CacheLayerMixin):
         the smallest copy (to store a prefilled context without its prefill slack).
         """
         assert not self.static, "a static (decoding) layer is not cloned"
-        other = KVLayer(self.sliding_window, reserve=self.reserve if spare is None else 0, meter=meter)
+        other = type(self).__new__(type(self))
+        KVLayer.__init__(other, self.sliding_window, reserve=self.reserve if spare is None else 0, meter=meter)
         other.length, other.seen, other.has_holes = self.length, self.seen, self.has_holes
         if self.is_initialized:
             cap = self._k.shape[2] if spare is None else self.length + spare
@@ -292,13 +292,16 @@ class BudgetCache(Cache):
     """
 
     def __init__(self, spec: ModelSpec, reserve: int = 0):
+        from kvlab import hybrid_layers
+
         self.meter = KVMeter()
-        _check_layer_types(spec)
-        windows = spec.sliding_windows or (None,) * spec.num_layers
-        layers = [KVLayer(w, reserve=reserve, meter=self.meter) if spec.holds_kv(idx) else _state_layer(spec, idx)
-                  for idx, w in enumerate(windows)]
-        super().__init__(layers=layers)
+        super().__init__(layers=hybrid_layers.build_layers(spec, reserve, self.meter))
         self.spec = spec
+
+    @property
+    def has_states(self) -> bool:
+        """Whether some layers keep a linear-attention/state-space state (hybrid models)."""
+        return any(not isinstance(layer, KVLayer) or not layer.kv_only for layer in self.layers)
 
     @property
     def kv_layers(self) -> list[tuple[int, KVLayer]]:
@@ -347,27 +350,3 @@ class BudgetCache(Cache):
         for idx, layer in enumerate(other.layers):
             if not isinstance(layer, KVLayer):
                 self.layers[idx] = copy.deepcopy(layer)
-
-
-def _check_layer_types(spec: ModelSpec) -> None:
-    unknown = sorted({t for t in spec.layer_types if t not in KV_LAYER_TYPES + STATE_LAYER_TYPES})
-    if unknown:
-        raise KvlabError(
-            f"{spec.name} has layers of type {', '.join(unknown)}, which kvlab's budgeted cache does not hold "
-            f"(it holds {', '.join(KV_LAYER_TYPES)} layers and keeps linear-attention states as they are); "
-            "kvlab.apply() around the model's own generate() may still work"
-        )
-
-
-def _state_layer(spec: ModelSpec, layer_idx: int):
-    """transformers' own cache layer for a layer without keys and values (a recurrent or convolution
-    state, or nothing), built the way its DynamicCache builds it."""
-    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING
-
-    kind = spec.layer_types[layer_idx]
-    layer_class = DYNAMIC_LAYER_TYPE_MAPPING.get(kind)
-    if layer_class is None:
-        raise KvlabError(f"this transformers version has no cache layer for '{kind}' layers ({spec.name})")
-    params = inspect.signature(layer_class.__init__).parameters
-    return layer_class(number_of_states=spec.conv_states) if "number_of_states" in params \
-        else layer_class()

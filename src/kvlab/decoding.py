@@ -208,7 +208,7 @@ class CompiledStep(GraphStep):
 def make_step(mode: str, model: Any, cache: BudgetCache, device: torch.device, state: Any,
               max_new_tokens: int):
     asked, mode = mode, resolve_mode(mode, device, state.method)
-    if mode in ("graph", "compiled") and len(cache.kv_layers) < len(cache.layers):
+    if mode in ("graph", "compiled") and cache.has_states:
         # a captured or compiled step would have to snapshot transformers' linear-attention states too
         if asked != "auto":
             raise KvlabError(f"decode mode '{mode}' is not supported for hybrid models (layers with a "

@@ -5,6 +5,8 @@ kinds the budgeted cache cannot hold. GPT-NeoX and Qwen3-Next also run the whole
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tinymodels import TINY, kv_layers, make_tiny, random_ids
@@ -71,10 +73,37 @@ def test_hybrid_captured_decoding_is_refused_with_a_way_out(hybrid):
         continue_generation(prefilled, [], SamplingParams(max_new_tokens=2), decode="compiled")
 
 
+def test_layers_with_a_state_beside_their_keys_and_values():
+    """Falcon-H1: attention and a Mamba mixer side by side in every layer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.cache_utils import LinearAttentionCacheLayerMixin
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("falcon_h1", **TINY, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
+                                  mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1)
+    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-falcon-h1")
+    lm = LoadedModel(model=AutoModelForCausalLM.from_config(config).eval(), tokenizer=None, spec=spec,
+                     name="tiny-falcon-h1", source="test")
+    ids = random_ids(50, seed=30)
+    expected = plain_generate(lm, ids, 6)
+    prefilled = prefill_context(lm, ids, "full", None, 16)
+    layers = kv_layers(prefilled.cache)
+    assert len(layers) == 3 and all(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in layers)
+    assert prefilled.cache.has_states
+    copy = prefilled.cache.clone()  # the copy continues like the original: the states came along
+    assert continue_generation(prefilled, [], SamplingParams(max_new_tokens=6)).token_ids == expected
+    replay = dataclasses.replace(prefilled, cache=copy)
+    assert continue_generation(replay, [], SamplingParams(max_new_tokens=6)).token_ids == expected
+    prefilled = prefill_context(lm, ids, "snapkv", 16, 16)
+    assert [layer.length for layer in kv_layers(prefilled.cache)] == [16, 16, 16]
+    with pytest.raises(KvlabError, match="'static' or 'eager'"):
+        continue_generation(prefilled, [], SamplingParams(max_new_tokens=2), decode="compiled")
+
+
 def test_layer_kinds_the_cache_cannot_hold_raise_clearly():
-    spec = ModelSpec("falcon-h1-like", "falcon_h1", 2, 4, 2, 16, torch.float32, 2048,
-                     sliding_windows=(None, None), layer_types=("hybrid", "hybrid"))
-    with pytest.raises(KvlabError, match=r"type hybrid.*kvlab.apply\(\)"):
+    spec = ModelSpec("sparse-indexed", "deepseek_v32", 2, 4, 2, 16, torch.float32, 2048,
+                     sliding_windows=(None, None), layer_types=("full_attention", "indexed_attention"))
+    with pytest.raises(KvlabError, match=r"type indexed_attention.*kvlab.apply\(\)"):
         BudgetCache(spec)
 
 

@@ -34,16 +34,32 @@ def attention_configs(model: Any) -> dict[int, Any]:
             )
         # the head size is ``head_dim`` in most architectures, ``head_size`` in GPT-NeoX (Pythia)
         is_attention = hasattr(module, "head_dim") or hasattr(module, "head_size")
-        if is_attention and hasattr(module, "layer_idx") and hasattr(module, "config"):
+        if is_attention and hasattr(module, "layer_idx") and hasattr(module, "config") \
+                and _calls_attention_interface(type(module)):
             configs[id(module.config)] = module.config
     if not configs:
+        import transformers
+
         raise KvlabError(
             f"{type(model).__name__} has no attention modules kvlab recognises (modules with layer_idx, "
             "head_dim and config that call transformers' attention interface); kvlab supports Hugging Face "
             "decoder-only causal LMs whose attention goes through that interface (BLOOM, MPT, GPT-Neo and "
-            "XGLM, for instance, compute attention inline)"
+            f"XGLM, for instance, compute attention inline; so do others in older transformers releases, "
+            f"this is {transformers.__version__})"
         )
     return configs
+
+
+@functools.cache
+def _calls_attention_interface(module_type: type) -> bool:
+    """Whether the module's forward dispatches through transformers' attention interface (where
+    kvlab's attention can take over); modules that compute attention inline would silently ignore it.
+    True when the source cannot be read."""
+    try:
+        source = inspect.getsource(module_type.forward)
+    except (OSError, TypeError):
+        return True
+    return any(name in source for name in ("ALL_ATTENTION_FUNCTIONS", "attention_interface", "AttentionInterface"))
 
 
 def has_attention_sinks(model: Any) -> bool:

@@ -161,7 +161,7 @@ def _sliding_windows(config: Any, num_layers: int) -> list[int | None]:
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
     if layer_types:
-        return [window if t == "sliding_attention" else None for t in layer_types[:num_layers]]
+        return [window if t in ("sliding_attention", "hybrid_sliding") else None for t in layer_types[:num_layers]]
     if window and getattr(config, "use_sliding_window", True):
         return [int(window)] * num_layers
     return [None] * num_layers
