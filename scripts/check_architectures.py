@@ -50,6 +50,7 @@ OVERRIDES = {
     "llama4_text": {"attention_chunk_size": 32},
     "gemma4_text": {"head_dim": 16, "global_head_dim": 32, "sliding_window": 24},
     "granite_swa": {"sliding_window": 24}, "gpt_oss": {"sliding_window": 24},
+    "falcon_h1": {"mamba_d_ssm": 64, "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1},
     # latent attention: keys of the rotary + plain parts (8 + 8), values of 8, one KV head per query head
     **{name: {"head_dim": None, "v_head_dim": 8, "num_key_value_heads": 4}
        for name in ("deepseek_v2", "deepseek_v3", "minicpm3")},
