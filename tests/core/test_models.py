@@ -37,8 +37,12 @@ def test_architectures_without_sdpa_load_with_eager_attention(tmp_path, embedded
     from transformers import AutoModelForCausalLM, Gemma2Config
 
     config = Gemma2Config(**{**TINY, "vocab_size": len(embedded.tokenizer)}, head_dim=16)
-    with pytest.raises(ValueError, match="scaled_dot_product_attention"):  # what transformers does
+    try:
         AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    except ValueError as exc:  # transformers 5.2x: "does not support ... scaled_dot_product_attention"
+        assert "scaled_dot_product_attention" in str(exc)
+    else:
+        pytest.skip("this transformers version runs Gemma 2 with SDPA (5.17 does)")
     AutoModelForCausalLM.from_config(config, attn_implementation="eager").save_pretrained(tmp_path)
     embedded.tokenizer.save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path), device="cpu")
