@@ -6,6 +6,7 @@ kinds the budgeted cache cannot hold. GPT-NeoX and Qwen3-Next also run the whole
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -250,3 +251,19 @@ def test_chunked_attention_contexts_past_one_chunk_are_not_replayed(chunked):
 
     snapkv = kvlab.get_method("snapkv")
     assert shareable(snapkv, chunked.spec, 16, None) and not shareable(snapkv, chunked.spec, 17, None)
+
+
+def test_the_architecture_check_script_reports_passes_and_refusals(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_architectures.py"
+    out = tmp_path / "arch.json"
+    proc = subprocess.run([sys.executable, str(script), "qwen3_next", "bloom", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results["qwen3_next"].values()) == {"ok"}
+    assert results["bloom"]["build"] == "ok" and "no attention modules kvlab recognises" in results["bloom"]["engine"]
+    assert "1/2 model types pass every check" in proc.stdout
