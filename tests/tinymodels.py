@@ -55,16 +55,22 @@ ARCHS = ("llama", "qwen2", "mistral", "gemma3", "gpt_neox", "qwen3_next")
 
 def make_tiny(arch: str, seed: int = 0):
     """A LoadedModel around a random-weight tiny model of ``arch`` (no tokenizer)."""
+    return loaded_from_config(tiny_config(arch), f"tiny-{arch}", "sdpa", seed)
+
+
+def loaded_from_config(config, name: str, attn_implementation: str | None = None, seed: int = 0):
+    """A LoadedModel around a random-weight model built from ``config`` (no tokenizer, float32);
+    ``attn_implementation`` None: transformers' default for the architecture."""
     from transformers import AutoModelForCausalLM
 
     from kvlab.models.loading import LoadedModel
     from kvlab.models.spec import ModelSpec
 
     torch.manual_seed(seed)
-    config = tiny_config(arch)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name=f"tiny-{arch}")
-    return LoadedModel(model=model, tokenizer=None, spec=spec, name=f"tiny-{arch}", source="test")
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_config(config, **kwargs).eval()
+    spec = ModelSpec.from_config(config, dtype=torch.float32, name=name)
+    return LoadedModel(model=model, tokenizer=None, spec=spec, name=name, source="test")
 
 
 def random_ids(n: int, vocab: int = TINY["vocab_size"], seed: int = 0) -> list[int]:

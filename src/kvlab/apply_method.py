@@ -150,7 +150,7 @@ class State:
         q_len = query.shape[2]
         window = kwargs["sliding_window"] if "sliding_window" in kwargs else self.spec.sliding_windows[layer_idx]
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-        chunk = self._chunk(layer_idx)
+        chunk = self.spec.chunk_of(layer_idx)
         # transformers' own cache keeps a chunked layer's last chunk - 1 tokens, as a sliding window
         layer = self._layer(layer_idx, key, value, q_len, window if chunk is None else chunk)
         softcap = kwargs.get("softcap")
@@ -188,10 +188,6 @@ class State:
         self.compress_layer(layer_idx, layer, query, query_pos, scaling, window, key_mass)
         return out.transpose(1, 2).contiguous(), None
 
-    def _chunk(self, layer_idx: int) -> int | None:
-        """The attention chunk of a chunked-attention layer (Llama 4), else None."""
-        return self.spec.attention_chunk if self.spec.is_chunked(layer_idx) else None
-
     def _layer(self, layer_idx: int, key, value, q_len: int, window: int | None):
         if self.cache is not None:
             layer = self.cache.layers[layer_idx]
@@ -228,7 +224,7 @@ class State:
         if foreign_sliding:
             return  # the DynamicSlidingWindowLayer trims itself; kvlab only observes
         dead = None
-        chunk = self._chunk(layer_idx)
+        chunk = self.spec.chunk_of(layer_idx)
         if window is not None:  # no later query can see these again
             dead = (layer.positions >= 0) & (layer.positions <= ctx.newest - window + 1)
         elif chunk is not None:  # nor these: the next query starts a chunk of its own or is in this one

@@ -26,7 +26,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache, CacheLayerMixin, LinearAttentionCacheLayerMixin
 
 from kvlab.models.spec import ModelSpec
 
@@ -51,7 +51,6 @@ class KVLayer(CacheLayerMixin):
 
     is_compileable = False
     is_croppable = False
-    kv_only = True  # no linear-attention state beside the keys and values (see kvlab.hybrid_layers)
 
     def __init__(self, sliding_window: int | None = None, reserve: int = 0, meter: KVMeter | None = None):
         super().__init__()
@@ -301,7 +300,8 @@ class BudgetCache(Cache):
     @property
     def has_states(self) -> bool:
         """Whether some layers keep a linear-attention/state-space state (hybrid models)."""
-        return any(not isinstance(layer, KVLayer) or not layer.kv_only for layer in self.layers)
+        return any(not isinstance(layer, KVLayer) or isinstance(layer, LinearAttentionCacheLayerMixin)
+                   for layer in self.layers)
 
     @property
     def kv_layers(self) -> list[tuple[int, KVLayer]]:

@@ -11,6 +11,7 @@ layers (built as its ``DynamicCache`` builds them), which the model updates thro
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Any
 
@@ -32,8 +33,6 @@ class StateKVLayer(KVLayer, LinearAttentionLayer):
     ``LinearAttentionAndFullAttentionLayer``.
     """
 
-    kv_only = False
-
     def __init__(self, sliding_window: int | None = None, reserve: int = 0, meter: KVMeter | None = None,
                  number_of_states: int = 1):
         KVLayer.__init__(self, sliding_window, reserve, meter)
@@ -52,11 +51,12 @@ class StateKVLayer(KVLayer, LinearAttentionLayer):
         return other
 
 
-def _state_attributes() -> list[str]:
+@functools.cache
+def _state_attributes() -> tuple[str, ...]:
     """The attributes ``LinearAttentionLayer.__init__`` sets (the state and its bookkeeping)."""
     probe = LinearAttentionLayer.__new__(LinearAttentionLayer)
     LinearAttentionLayer.__init__(probe, number_of_states=1)
-    return [name for name in vars(probe) if name not in ("device", "dtype")]
+    return tuple(name for name in vars(probe) if name not in ("device", "dtype"))
 
 
 def build_layers(spec: ModelSpec, reserve: int, meter: KVMeter) -> list:

@@ -90,8 +90,8 @@ def shareable(method: Method, spec, context_tokens: int, chunk_size: int | None)
     one chunk, a method that does not change the forward (no sparse pattern; ``full`` qualifies, its
     replay is a copy), and no sliding window or attention chunk that would already drop tokens inside it."""
     single_chunk = chunk_size is None or context_tokens <= chunk_size
-    windows_hold = all(w is None or w >= context_tokens for w in (spec.sliding_windows or ()))
-    windows_hold = windows_hold and (spec.attention_chunk is None or context_tokens <= spec.attention_chunk)
+    limits = (*(spec.sliding_windows or ()), spec.attention_chunk)
+    windows_hold = all(w is None or w >= context_tokens for w in limits)
     return single_chunk and windows_hold and type(method).prefill_pattern is Method.prefill_pattern
 
 

@@ -10,14 +10,13 @@ import json
 
 import pytest
 import torch
-from tinymodels import TINY, kv_layers, make_tiny, random_ids
+from tinymodels import TINY, kv_layers, loaded_from_config, make_tiny, random_ids
 
 import kvlab
 from kvlab.budget import Budget
 from kvlab.cache import BudgetCache, KVLayer
 from kvlab.engine import continue_generation, prefill_context
 from kvlab.errors import KvlabError
-from kvlab.models.loading import LoadedModel
 from kvlab.models.spec import ModelSpec
 from kvlab.sampling import SamplingParams
 
@@ -76,15 +75,12 @@ def test_hybrid_captured_decoding_is_refused_with_a_way_out(hybrid):
 
 def test_layers_with_a_state_beside_their_keys_and_values():
     """Falcon-H1: attention and a Mamba mixer side by side in every layer."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
     from transformers.cache_utils import LinearAttentionCacheLayerMixin
 
-    torch.manual_seed(0)
     config = AutoConfig.for_model("falcon_h1", **TINY, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
                                   mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1)
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-falcon-h1")
-    lm = LoadedModel(model=AutoModelForCausalLM.from_config(config).eval(), tokenizer=None, spec=spec,
-                     name="tiny-falcon-h1", source="test")
+    lm = loaded_from_config(config, "tiny-falcon-h1")
     ids = random_ids(50, seed=30)
     expected = plain_generate(lm, ids, 6)
     prefilled = prefill_context(lm, ids, "full", None, 16)
@@ -110,14 +106,11 @@ def test_layer_kinds_the_cache_cannot_hold_raise_clearly():
 
 @pytest.fixture(scope="module")
 def chunked():
-    from transformers import AutoModelForCausalLM, Llama4TextConfig
+    from transformers import Llama4TextConfig
 
-    torch.manual_seed(0)
     config = Llama4TextConfig(**TINY, head_dim=16, attention_chunk_size=16, num_local_experts=2,
                               num_experts_per_tok=1, intermediate_size_mlp=128, no_rope_layers=[1, 1, 0])
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-llama4")
-    return LoadedModel(model=model, tokenizer=None, spec=spec, name="tiny-llama4", source="test")
+    return loaded_from_config(config, "tiny-llama4", "sdpa")
 
 
 def test_chunked_attention_matches_the_model_across_chunks(chunked):
@@ -152,15 +145,13 @@ def test_chunked_attention_under_a_budget_and_what_it_refuses(chunked):
 
 
 def test_per_layer_attention_shapes(hybrid):
-    from transformers import AutoModelForCausalLM, Gemma4TextConfig
+    from transformers import Gemma4TextConfig
 
-    torch.manual_seed(0)
     config = Gemma4TextConfig(**TINY, head_dim=16, global_head_dim=32, sliding_window=24)  # last layer global
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-gemma4")
+    lm = loaded_from_config(config, "tiny-gemma4")
+    spec = lm.spec
     assert (spec.num_kv_heads, spec.head_dim) == (2, 16) and spec.head_dim_of(2) == 32
     assert spec.kv_bytes_per_token == 2 * 2 * (16 + 16 + 32) * 4
-    lm = LoadedModel(model=AutoModelForCausalLM.from_config(config).eval(), tokenizer=None, spec=spec,
-                     name="tiny-gemma4", source="test")
     ids = random_ids(40, seed=29)
     expected = plain_generate(lm, ids, 6)
     prefilled = prefill_context(lm, ids, "snapkv", 64, 16)
@@ -199,17 +190,15 @@ def test_masked_attention_with_sinks_matches_the_softmax_with_a_sink_column():
 
 @pytest.fixture(scope="module")
 def with_sinks():
-    from transformers import AutoModelForCausalLM, GptOssConfig
+    from transformers import GptOssConfig
 
-    torch.manual_seed(0)
     config = GptOssConfig(**TINY, head_dim=16, sliding_window=24, num_local_experts=2, num_experts_per_tok=1,
                           layer_types=["sliding_attention", "full_attention", "sliding_attention"])
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    for module in model.modules():  # sinks large enough to matter
+    lm = loaded_from_config(config, "tiny-gpt-oss", "eager")
+    for module in lm.model.modules():  # sinks large enough to matter
         if isinstance(getattr(module, "sinks", None), torch.Tensor):
             module.sinks.data.normal_(0.0, 2.0)
-    spec = ModelSpec.from_config(config, dtype=torch.float32, name="tiny-gpt-oss")
-    return LoadedModel(model=model, tokenizer=None, spec=spec, name="tiny-gpt-oss", source="test")
+    return lm
 
 
 def test_attention_sinks_match_the_model_under_apply_and_in_the_engine(with_sinks):

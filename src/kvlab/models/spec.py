@@ -98,17 +98,22 @@ class ModelSpec:
     def dtype_bytes(self) -> int:
         return torch.empty((), dtype=self.dtype).element_size()
 
-    def is_chunked(self, layer_idx: int) -> bool:
-        """Whether layer ``layer_idx`` is a chunked-attention layer (Llama 4): see ``attention_chunk``."""
-        return bool(self.attention_chunk) and self.layer_types[layer_idx] == "chunked_attention"
+    def chunk_of(self, layer_idx: int) -> int | None:
+        """The attention chunk of layer ``layer_idx`` if it is a chunked-attention layer (Llama 4), else None."""
+        chunked = self.attention_chunk and self.layer_types[layer_idx] == "chunked_attention"
+        return self.attention_chunk if chunked else None
+
+    def shape_of(self, layer_idx: int) -> tuple[int, int]:
+        """``(kv_heads, head_dim)`` of layer ``layer_idx``."""
+        return self.layer_shapes[layer_idx] if self.layer_shapes else (self.num_kv_heads, self.head_dim)
 
     def head_dim_of(self, layer_idx: int) -> int:
         """The head size of layer ``layer_idx``."""
-        return self.layer_shapes[layer_idx][1] if self.layer_shapes else self.head_dim
+        return self.shape_of(layer_idx)[1]
 
     def layer_kv_bytes(self, layer_idx: int) -> int:
         """Bytes one token's keys and values take in layer ``layer_idx``: 2 * kv_heads * head_dim * dtype bytes."""
-        kv_heads, head_dim = self.layer_shapes[layer_idx] if self.layer_shapes else (self.num_kv_heads, self.head_dim)
+        kv_heads, head_dim = self.shape_of(layer_idx)
         return 2 * kv_heads * head_dim * self.dtype_bytes
 
     def holds_kv(self, layer_idx: int) -> bool:
@@ -131,7 +136,7 @@ class ModelSpec:
         windows = self.sliding_windows or (None,) * self.num_layers
         total = 0
         for idx in self.kv_layers:
-            limit = self.attention_chunk if self.is_chunked(idx) else windows[idx]
+            limit = self.chunk_of(idx) or windows[idx]
             total += self.layer_kv_bytes(idx) * (num_tokens if limit is None else min(num_tokens, limit))
         return total
 
